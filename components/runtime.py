@@ -1,0 +1,47 @@
+"""Process-wide defaults: telemetry off, offline hubs, and the embedded service endpoints.
+
+Each service has one variable that points it at a real server instead of the embedded default:
+`MLFLOW_TRACKING_URI` (default: SQLite under `.svp/` with a local artifact folder),
+`PREFECT_API_URL` (default: Prefect's temporary local API) and `RAY_ADDRESS` (default: Ray
+Train's local mode, no cluster started).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OFFLINE_DEFAULTS = {
+    "DO_NOT_TRACK": "true",  # MLflow ignores "1"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # The temporary local Prefect API needs 12-15 s to start on 2 cores; 20 s is too tight.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+STATE_DIR = ".svp"
+
+
+def apply_offline_defaults() -> None:
+    """Set the telemetry and offline switches unless the user already chose otherwise."""
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def mlflow_tracking_uri(root: str | Path = ".") -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite database under `<root>/.svp/`."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    db = (Path(root) / STATE_DIR / "mlflow.db").resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"  # absolute path, so four slashes in all
+
+
+def mlflow_artifact_location(root: str | Path = ".") -> str | None:
+    """An absolute local artifact folder for the embedded store; the server's own otherwise."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (Path(root) / STATE_DIR / "mlartifacts").resolve().as_uri()

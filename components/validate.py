@@ -1,0 +1,172 @@
+"""`svp data validate`: a Great Expectations suite over the manifest, and a quarantine.
+
+Each expectation names a column and a rule; every sample a rule rejects is quarantined with one
+line per failed rule (never deleted), the rest go to the validated manifest that later stages
+read. The stage fails only when the quarantined share exceeds `max_failing_share`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.atomic import write_parquet, write_text
+from components.config import ValidateConfig
+from components.errors import SvpError
+from components.ingest import MANIFEST_SCHEMA
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SCHEMA = MANIFEST_SCHEMA.append(pa.field("reasons", pa.string()))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation and how to say, for a rejected sample, what is wrong with it."""
+
+    expectation: object
+    reason: str  # formatted with the offending value as {value}
+
+
+def build_rules(cfg: ValidateConfig) -> list[Rule]:
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    e = gx.expectations
+    file_audio = {"row_condition": Column("audio_source") == "file"}
+    return [
+        Rule(e.ExpectColumnValuesToBeNull(column="probe_error"), "{value}"),
+        Rule(e.ExpectColumnValuesToBeUnique(column="sample_id"), "duplicate sample id {value}"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="fps", min_value=cfg.min_fps,
+                                             max_value=cfg.max_fps),
+             f"frame rate {{value}} outside [{cfg.min_fps}, {cfg.max_fps}]"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="n_frames", min_value=cfg.min_frames),
+             f"only {{value}} frames (fewer than {cfg.min_frames})"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="duration_s", max_value=cfg.max_duration_s),
+             f"duration {{value}} s exceeds {cfg.max_duration_s} s"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_side),
+             f"frame width {{value}} below {cfg.min_side}"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_side),
+             f"frame height {{value}} below {cfg.min_side}"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="audio_sample_rate",
+                                             min_value=cfg.min_sample_rate),
+             f"audio sample rate {{value}} Hz below {cfg.min_sample_rate} Hz"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="audio_channels",
+                                             max_value=cfg.max_audio_channels, **file_audio),
+             f"audio file has {{value}} channels (at most {cfg.max_audio_channels})"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="audio_dbfs", min_value=cfg.min_audio_dbfs),
+             f"audio is silent or inaudible ({{value}} dBFS < {cfg.min_audio_dbfs})"),
+        Rule(e.ExpectColumnValuesToBeBetween(column="av_mismatch_s",
+                                             max_value=cfg.max_av_mismatch_s),
+             f"audio and video lengths differ by {{value}} s (> {cfg.max_av_mismatch_s} s)"),
+    ]
+
+
+def run_suite(df: pd.DataFrame, rules: list[Rule]) -> tuple[list[dict], dict[str, list[str]]]:
+    """Validate `df` with GX; return per-expectation results and reasons per failing sample."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    batch = (context.data_sources.add_pandas("svp").add_dataframe_asset("manifest")
+             .add_batch_definition_whole_dataframe("all")
+             .get_batch(batch_parameters={"dataframe": df}))
+    suite = context.suites.add(gx.ExpectationSuite(
+        name="svp-manifest", expectations=[rule.expectation for rule in rules]))
+    result = batch.validate(suite, result_format={
+        "result_format": "COMPLETE", "unexpected_index_column_names": ["sample_id"]})
+    rule_by_id = {rule.expectation.id: rule for rule in rules}
+    summary, reasons = [], {}
+    for res in result.results:
+        config = res.expectation_config
+        if res.exception_info.get("raised_exception"):
+            raise SvpError(f"expectation {config.type} on {config.kwargs.get('column')} could "
+                           f"not run: {res.exception_info.get('exception_message')}")
+        column, rule = config.kwargs.get("column"), rule_by_id[config.id]
+        failing = res.result.get("unexpected_index_list") or []
+        summary.append({"expectation": config.type, "column": column,
+                        "success": bool(res.success), "unexpected": len(failing)})
+        for hit in failing:
+            value = hit.get(column)
+            if isinstance(value, float):
+                value = int(value) if value.is_integer() else round(value, 3)
+            reasons.setdefault(hit["sample_id"], []).append(rule.reason.format(value=value))
+    return summary, reasons
+
+
+def validate(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
+    """Split the manifest into validated samples and a quarantine; write the report and metrics
+    (`enforce_threshold` then decides whether the stage fails)."""
+    manifest = Path(manifest or cfg.manifest)
+    if not manifest.is_file():
+        raise SvpError(f"{manifest}: manifest not found (run `svp data ingest` first)")
+    table = pq.read_table(manifest)
+    if table.schema.names != MANIFEST_SCHEMA.names:
+        raise SvpError(f"{manifest}: not an SVP manifest (columns differ from the schema)")
+    df = table.to_pandas()
+    df["av_mismatch_s"] = (df["audio_duration_s"] - df["duration_s"]).abs()
+    summary, reasons = run_suite(df, build_rules(cfg))
+    df = df.drop(columns="av_mismatch_s")
+
+    failing = df["sample_id"].isin(reasons)
+    passed, quarantined = df[~failing], df[failing].copy()
+    quarantined["reasons"] = [" | ".join(reasons[s]) for s in quarantined["sample_id"]]
+    for row in quarantined.itertuples():
+        log.warning("quarantined %s: %s", row.video_path, row.reasons)
+
+    out = Path(cfg.out_dir)
+    write_parquet(out / "manifest.parquet", _table(passed, MANIFEST_SCHEMA))
+    write_parquet(out / "quarantine.parquet", _table(quarantined, QUARANTINE_SCHEMA))
+    share = len(quarantined) / len(df) if len(df) else 0.0
+    metrics = {
+        "n_samples": len(df), "n_passed": len(passed), "n_quarantined": len(quarantined),
+        "failing_share": round(share, 4), "max_failing_share": cfg.max_failing_share,
+        "n_identities": int(passed["identity"].nunique()),
+        "n_test_samples": int((passed["split"] == "test").sum()),
+        "hours": round(float(passed["duration_s"].sum()) / 3600, 4),
+        "passed": share <= cfg.max_failing_share,
+    }
+    report = Path(cfg.report_dir)
+    write_text(report / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(report / "report.html", render_report(metrics, summary, quarantined))
+    return metrics
+
+
+def enforce_threshold(metrics: dict, cfg: ValidateConfig) -> None:
+    """Fail the stage when too large a share of the samples was quarantined."""
+    if metrics["failing_share"] > cfg.max_failing_share:
+        raise SvpError(
+            f"validation failed: {metrics['n_quarantined']} of {metrics['n_samples']} samples "
+            f"quarantined ({metrics['failing_share']:.0%} > max_failing_share "
+            f"{cfg.max_failing_share:.0%}); see {Path(cfg.report_dir) / 'report.html'}")
+
+
+def _table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+
+
+def render_report(metrics: dict, summary: list[dict], quarantined: pd.DataFrame) -> str:
+    """A self-contained HTML page: totals, every expectation, every quarantined sample."""
+    verdict = "PASSED" if metrics["passed"] else "FAILED"
+    totals = pd.DataFrame([metrics]).T.rename(columns={0: "value"})
+    columns = ["sample_id", "video_path", "audio_path", "reasons"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>SVP data validation: {verdict}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>
+<h1>SVP data validation: {verdict}</h1>
+<h2>Totals</h2>{totals.to_html()}
+<h2>Expectations (Great Expectations suite <code>svp-manifest</code>)</h2>
+{pd.DataFrame(summary).to_html(index=False)}
+<h2>Quarantined samples ({len(quarantined)})</h2>
+{quarantined[columns].to_html(index=False) if len(quarantined) else "<p>None.</p>"}
+<p>{html.escape("Quarantined files are listed here and left untouched on disk.")}</p>
+</body></html>
+"""

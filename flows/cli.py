@@ -1,0 +1,110 @@
+"""The `svp` command line. Data commands are the DVC stages' commands; `pipeline` runs the DAG."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from components.config import load_params
+from components.errors import SvpError
+from components.runtime import apply_offline_defaults
+
+app = typer.Typer(help="SVP: style-controllable talking-head generation and its pipeline.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Dataset stages: synth, ingest, validate.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Run or schedule the whole DVC pipeline with Prefect.",
+                           no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(pipeline_app, name="pipeline")
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
+
+
+@data_app.command("synth")
+def synth(params: ParamsOption = Path("params.yaml"),
+          out: Annotated[Path | None, typer.Option(help="Override synth.out_dir.")] = None):
+    """Generate the procedural MEAD-shaped talking-head dataset."""
+    from components.synth.generate import synthesize_dataset
+
+    meta = synthesize_dataset(load_params(params).synth, out)
+    typer.echo(f"wrote {meta['n_clips']} clips of {len(meta['identities'])} identities")
+
+
+@data_app.command("ingest")
+def ingest(params: ParamsOption = Path("params.yaml"),
+           source: Annotated[Path | None, typer.Option(help="Override ingest.source.")] = None,
+           manifest: Annotated[Path | None, typer.Option(help="Override ingest.manifest.")] = None):
+    """Discover samples (MEAD tree, HDTF folder, any folder) and write the Parquet manifest."""
+    from components.ingest import ingest as run_ingest
+
+    table = run_ingest(load_params(params).ingest, source, manifest)
+    errors = sum(e is not None for e in table.column("probe_error").to_pylist())
+    typer.echo(f"manifest: {table.num_rows} samples, {errors} with unreadable media")
+
+
+@data_app.command("validate")
+def validate(params: ParamsOption = Path("params.yaml"),
+             manifest: Annotated[Path | None, typer.Option(help="Override the manifest.")] = None):
+    """Check the manifest with Great Expectations; quarantine failing samples with a reason."""
+    from components.tracking import log_stage_run
+    from components.validate import enforce_threshold
+    from components.validate import validate as run_validate
+
+    cfg = load_params(params).validate
+    metrics = run_validate(cfg, manifest)
+    report = Path(cfg.report_dir)
+    log_stage_run("svp-data", "validate", {"max_failing_share": cfg.max_failing_share}, metrics,
+                  [report / "report.html", report / "metrics.json"])
+    enforce_threshold(metrics, cfg)
+    typer.echo(f"validated: {metrics['n_passed']} passed, {metrics['n_quarantined']} "
+               f"quarantined; report in {report / 'report.html'}")
+
+
+@pipeline_app.command("stages")
+def stages():
+    """List dvc.yaml's stages in the order the pipeline runs them."""
+    from components.dvc_pipeline import stage_order
+
+    typer.echo("\n".join(stage_order(".")))
+
+
+@pipeline_app.command("run")
+def run(stage: Annotated[list[str] | None, typer.Option(help="Run only these stages.")] = None,
+        force: Annotated[bool, typer.Option(help="Rerun stages even if unchanged.")] = False):
+    """Run dvc.yaml's stages in DVC's order as a Prefect flow (one task per stage)."""
+    from flows.pipeline import svp_pipeline
+
+    ran = svp_pipeline(root=str(Path.cwd()), only=stage or None, force=force)
+    typer.echo(f"pipeline done; stages run: {', '.join(ran) or 'none (all up to date)'}")
+
+
+@pipeline_app.command("serve")
+def serve(cron: Annotated[str, typer.Option(help="Cron schedule, e.g. '0 3 * * *'.")],
+          name: Annotated[str, typer.Option(help="Deployment name.")] = "svp-scheduled"):
+    """Serve a deployment of the pipeline flow that runs on a cron schedule (blocks)."""
+    from prefect import serve as serve_deployments
+
+    from flows.pipeline import make_deployment
+
+    serve_deployments(make_deployment(Path.cwd(), cron, name))
+
+
+def main() -> None:
+    apply_offline_defaults()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("components")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    try:
+        app()
+    except SvpError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

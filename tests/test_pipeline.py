@@ -1,0 +1,111 @@
+"""The declared pipeline end to end: `dvc repro` in a real git repo, the Prefect flow over DVC's
+DAG, the local DVC remote, and a cron deployment."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.dvc_pipeline import stage_order
+from components.errors import SvpError
+
+PROJECT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**__import__("os").environ}
+    env["PATH"] = bin_dir + ":" + env["PATH"]
+    run = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env,
+                         check=False)
+    assert run.returncode == 0, f"{args}: {run.stdout}\n{run.stderr}"
+    return run
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project in a fresh git repo, with a tiny dataset in params.yaml."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(PROJECT / name, root / name)
+    shutil.copytree(PROJECT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns(
+        "tmp", "cache", "config.local"))
+    shutil.copytree(PROJECT / "components", root / "components",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["synth"].update(n_identities=3, emotions=["happy", "sad"], levels=[3], n_sentences=1)
+    params["ingest"]["split"]["n_test_identities"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh(*git, "commit", "-qm", "project", cwd=root)
+    return root
+
+
+def test_stage_order_comes_from_dvc(project):
+    assert stage_order(project) == ["synth", "ingest", "validate"]
+
+
+def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness):
+    from flows.pipeline import svp_pipeline
+
+    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate"]
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
+    assert (project / "data/validated/manifest.parquet").exists()
+    assert (project / "reports/validate/report.html").exists()
+    lock = (project / "dvc.lock").read_text()
+
+    repro = sh("dvc", "repro", cwd=project)
+    assert "up to date" in repro.stdout and "Running stage" not in repro.stdout
+    assert (project / "dvc.lock").read_text() == lock
+    assert svp_pipeline(root=str(project)) == []  # the flow skips unchanged stages too
+
+    # a changed param reruns only the stages that read it
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validate"]["min_frames"] = 9
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert svp_pipeline(root=str(project)) == ["validate"]
+
+
+def test_local_remote_push_pull_round_trip(project, prefect_harness):
+    from flows.pipeline import svp_pipeline
+
+    svp_pipeline(root=str(project))
+    manifest = project / "data/validated/manifest.parquet"
+    before = digest(manifest)
+    sh("dvc", "push", cwd=project)
+    assert any((project / ".dvc-remote").rglob("*"))
+    for out in ("data/synth", "data/manifest", "data/validated", ".dvc/cache"):
+        shutil.rmtree(project / out)
+    sh("dvc", "pull", cwd=project)
+    assert digest(manifest) == before
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
+    status = sh("dvc", "status", cwd=project)
+    assert "up to date" in status.stdout
+
+
+def test_cron_deployment(project, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import make_deployment
+
+    deployment_id = make_deployment(project, "0 3 * * *", name="nightly").apply()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert deployment.name == "nightly"
+    assert deployment.parameters == {"root": str(project)}
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+    with pytest.raises(SvpError, match="not a valid cron"):
+        make_deployment(project, "every tuesday")
