@@ -65,6 +65,7 @@ class IngestConfig:
     source: str = "data/synth"
     layout: Literal["auto", "mead", "hdtf", "folder"] = "auto"
     manifest: str = "data/manifest/manifest.parquet"
+    probe_cache: str = ".svp/cache/ingest-probes.jsonl"
     split: SplitConfig = field(default_factory=SplitConfig)
     workers: int = Field(2, ge=1)
 

@@ -7,6 +7,7 @@ dropped here.
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,41 @@ def probe_sample(sample: Sample) -> dict:
     }
 
 
+PROBE_VERSION = 1  # bump when probe_sample's output changes, to invalidate cached probes
+
+
+class ProbeCache:
+    """Probe results keyed by each sample's files (path, size, mtime), appended as one JSON line
+    per finished sample: an interrupted ingest resumes where it stopped, and a rerun re-probes
+    only the files that changed. A torn last line (a kill mid-write) is ignored."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.rows[entry["key"]] = entry["row"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+
+    @staticmethod
+    def key(sample: Sample) -> str:
+        files = sorted({sample.video_path, sample.audio_path})
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return json.dumps([PROBE_VERSION, sample.sample_id, sample.style_group, stats])
+
+    def get(self, key: str) -> dict | None:
+        return self.rows.get(key)
+
+    def put(self, key: str, row: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"key": key, "row": row}) + "\n")
+        self.rows[key] = row
+
+
 def choose_test_identities(identities: list[str], split: SplitConfig) -> set[str]:
     """The held-out identities: the explicit list, else `n_test_identities` drawn with `seed`."""
     if split.test_identities:
@@ -105,10 +141,17 @@ def ingest(cfg: IngestConfig, source: str | Path | None = None,
            manifest: str | Path | None = None) -> pa.Table:
     """Write the Parquet manifest of every sample under the source folder."""
     layout, samples = discover(source or cfg.source, cfg.layout)
-    log.info("found %d samples (%s layout) under %s", len(samples), layout, source or cfg.source)
+    cache = ProbeCache(cfg.probe_cache)
+    keys = [cache.key(s) for s in samples]
+    todo = [(k, s) for k, s in zip(keys, samples, strict=True) if cache.get(k) is None]
+    log.info("found %d samples (%s layout) under %s; %d to probe, %d known", len(samples),
+             layout, source or cfg.source, len(todo), len(samples) - len(todo))
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
-        rows = list(tqdm(pool.map(probe_sample, samples), total=len(samples), desc="probe",
-                         unit="clip"))
+        probed = pool.map(probe_sample, [s for _, s in todo])
+        for (key, _), row in tqdm(zip(todo, probed, strict=True), total=len(todo),
+                                  desc="probe", unit="clip"):
+            cache.put(key, row)
+    rows = [dict(cache.get(k)) for k in keys]
     test = choose_test_identities(sorted({r["identity"] for r in rows}), cfg.split)
     for row in rows:
         row["split"] = "test" if row["identity"] in test else "train"

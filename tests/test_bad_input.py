@@ -23,6 +23,7 @@ from tests.conftest import ffmpeg
 def ingest_and_validate(source: Path, tmp_path: Path, **validate_overrides):
     manifest = tmp_path / "manifest.parquet"
     ingest(IngestConfig(source=str(source), manifest=str(manifest),
+                        probe_cache=str(tmp_path / "probes.jsonl"),
                         split=SplitConfig(n_test_identities=0)))
     cfg = ValidateConfig(manifest=str(manifest), out_dir=str(tmp_path / "validated"),
                          report_dir=str(tmp_path / "report"), **validate_overrides)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
+from components import ingest as ingest_module
 from components.config import IngestConfig, SplitConfig
 from components.errors import SvpError
 from components.ingest import MANIFEST_SCHEMA, ingest
@@ -14,7 +16,7 @@ from components.ingest import MANIFEST_SCHEMA, ingest
 
 def run(source, tmp_path, **split):
     cfg = IngestConfig(source=str(source), manifest=str(tmp_path / "m.parquet"),
-                       split=SplitConfig(**split))
+                       probe_cache=str(tmp_path / "probes.jsonl"), split=SplitConfig(**split))
     table = ingest(cfg)
     assert pq.read_table(tmp_path / "m.parquet").equals(table)
     return table.to_pandas()
@@ -81,3 +83,23 @@ def test_missing_or_empty_source(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SvpError, match="no video files"):
         ingest(IngestConfig(source=str(tmp_path / "empty")))
+
+
+def test_rerun_reprobes_only_changed_files_and_survives_a_torn_cache(tiny_dataset, tmp_path,
+                                                                    monkeypatch):
+    source = tmp_path / "mead"
+    shutil.copytree(tiny_dataset, source)
+    first = run(source, tmp_path)
+    cache = tmp_path / "probes.jsonl"
+    with open(cache, "a") as f:
+        f.write('{"key": "torn')  # as if killed mid-write
+    probed = []
+    real_probe = ingest_module.probe_sample
+    monkeypatch.setattr(ingest_module, "probe_sample",
+                        lambda s: probed.append(s.sample_id) or real_probe(s))
+    again = run(source, tmp_path)
+    assert probed == [] and again.equals(first)
+    wav = next(source.glob("*/audio/happy/level_3/001.wav"))
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    run(source, tmp_path)
+    assert len(probed) == 1 and probed[0].endswith("happy_level_3_001")

@@ -199,8 +199,10 @@ def emotion_at_level(emotion: str, level: int) -> EmotionStyle:
 
 @dataclass(frozen=True)
 class SpeakingHabits:
-    """Per-identity dynamics: how much the mouth opens, how the head moves, blinks and brows."""
+    """Per-identity manner: how strongly emotions show, how much the mouth opens, how the head
+    moves, how often the eyes blink and how much the brows follow speech."""
 
+    expressiveness: float
     mouth_gain: float
     head_motion_deg: float
     head_motion_hz: float
@@ -237,6 +239,7 @@ def identity_shape(rng: np.random.Generator) -> np.ndarray:
 
 def speaking_habits(rng: np.random.Generator) -> SpeakingHabits:
     return SpeakingHabits(
+        expressiveness=rng.uniform(0.7, 1.3),
         mouth_gain=rng.uniform(0.6, 1.4),
         head_motion_deg=rng.uniform(2.0, 9.0),
         head_motion_hz=rng.uniform(0.15, 0.7),
@@ -263,12 +266,15 @@ def expression_track(
 ) -> np.ndarray:
     """Per-frame expression controls (T, N_CONTROLS) for one clip.
 
-    `energy` (0..1, speech loudness per frame) opens the jaw and lifts the brows; `brightness`
-    (-1..1, spectral tilt per frame) spreads the lips on bright sounds and rounds them on dark
-    ones; blinks arrive as a Poisson process at the identity's rate.
+    The emotion's static expression is scaled by the identity's expressiveness and varies a
+    little from clip to clip. `energy` (0..1, speech loudness per frame) opens the jaw and lifts
+    the brows; `brightness` (-1..1, spectral tilt per frame) spreads the lips on bright sounds
+    and rounds them on dark ones; blinks arrive as a Poisson process at the identity's rate.
     """
     n = len(energy)
-    track = np.tile(style.expression, (n, 1))
+    static = habits.expressiveness * style.expression
+    static = static + rng.normal(0, 0.05, N_CONTROLS) * (static != 0)
+    track = np.tile(static, (n, 1))
     col = CONTROLS.index
     talk = habits.mouth_gain * style.mouth_gain * _smooth(energy, 3) ** 0.8
     track[:, col("jaw_open")] += 0.6 * talk
