@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 from contextlib import chdir
 from pathlib import Path
 
 import networkx as nx
 
-from components.errors import SvpError
+from components.errors import BAD_INPUT_EXIT_CODE, SvpError
+
+
+class StageFailed(SvpError):
+    """A stage's command failed; `permanent` when it reported bad input (retrying cannot help)."""
+
+    def __init__(self, message: str, exit_status: int | None):
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.permanent = exit_status == BAD_INPUT_EXIT_CODE
 
 
 def _repo(root: str | Path):
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
+    logging.getLogger("dvc").propagate = False  # DVC prints its own log; no second copy
     try:
         return Repo(str(root))
     except NotDvcRepoError:
@@ -35,11 +47,14 @@ def reproduce_stage(root: str | Path, name: str, force: bool = False) -> bool:
 
     _put_interpreter_on_path()
     with chdir(root), _repo(".") as repo:  # DVC resolves targets against the working dir
+        repo.scm_context.quiet = True  # no "git add dvc.lock" hint after every stage
         try:
             ran = repo.reproduce(f"dvc.yaml:{name}", single_item=True, force=force)
         except DvcException as err:
-            cause = err.__cause__ or err
-            raise SvpError(f"stage '{name}' failed: {' '.join(str(cause).split())}") from None
+            cause = " ".join(str(err.__cause__ or err).split())
+            status = re.search(r"exited with (-?\d+)", cause)
+            raise StageFailed(f"stage '{name}' failed: {cause}",
+                              int(status.group(1)) if status else None) from None
     return bool(ran)
 
 

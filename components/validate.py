@@ -24,6 +24,7 @@ from components.ingest import MANIFEST_SCHEMA
 
 log = logging.getLogger(__name__)
 
+LOGGED_QUARANTINES = 20  # the rest are in the report and quarantine.parquet
 QUARANTINE_SCHEMA = MANIFEST_SCHEMA.append(pa.field("reasons", pa.string()))
 
 
@@ -118,8 +119,11 @@ def validate(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
     failing = df["sample_id"].isin(reasons)
     passed, quarantined = df[~failing], df[failing].copy()
     quarantined["reasons"] = [" | ".join(reasons[s]) for s in quarantined["sample_id"]]
-    for row in quarantined.itertuples():
+    for row in quarantined.head(LOGGED_QUARANTINES).itertuples():
         log.warning("quarantined %s: %s", row.video_path, row.reasons)
+    if len(quarantined) > LOGGED_QUARANTINES:
+        log.warning("... and %d more quarantined; see the report",
+                    len(quarantined) - LOGGED_QUARANTINES)
 
     out = Path(cfg.out_dir)
     write_parquet(out / "manifest.parquet", _table(passed, MANIFEST_SCHEMA))

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from components.config import load_params
-from components.errors import SvpError
+from components.errors import BAD_INPUT_EXIT_CODE, SvpError
 from components.runtime import apply_offline_defaults
 
 app = typer.Typer(help="SVP: style-controllable talking-head generation and its pipeline.",
@@ -78,7 +78,11 @@ def run(stage: Annotated[list[str] | None, typer.Option(help="Run only these sta
     """Run dvc.yaml's stages in DVC's order as a Prefect flow (one task per stage)."""
     from flows.pipeline import svp_pipeline
 
-    ran = svp_pipeline(root=str(Path.cwd()), only=stage or None, force=force)
+    state = svp_pipeline(root=str(Path.cwd()), only=stage or None, force=force,
+                         return_state=True)
+    if state.is_failed():
+        raise SvpError(state.message)
+    ran = state.result()
     typer.echo(f"pipeline done; stages run: {', '.join(ran) or 'none (all up to date)'}")
 
 
@@ -104,7 +108,7 @@ def main() -> None:
         app()
     except SvpError as err:
         typer.echo(f"error: {err}", err=True)
-        sys.exit(1)
+        sys.exit(BAD_INPUT_EXIT_CODE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from components.config import IngestConfig, SplitConfig, ValidateConfig
-from components.errors import SvpError
+from components.errors import BAD_INPUT_EXIT_CODE, SvpError
 from components.ingest import ingest
 from components.synth.speech import write_wav
 from components.validate import enforce_threshold, validate
@@ -120,7 +120,7 @@ def test_cli_errors_are_one_line(broken_mead, tmp_path):
     ingest_run = run_cli("data", "ingest", cwd=tmp_path)
     assert ingest_run.returncode == 0, ingest_run.stderr
     failed = run_cli("data", "validate", cwd=tmp_path)
-    assert failed.returncode == 1
+    assert failed.returncode == BAD_INPUT_EXIT_CODE
     assert "Traceback" not in failed.stderr
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("error: validation failed: 6 of 10 samples quarantined")
@@ -128,10 +128,10 @@ def test_cli_errors_are_one_line(broken_mead, tmp_path):
     assert "quarantined" in failed.stderr and "002.mp4" in failed.stderr
 
     missing = run_cli("data", "ingest", "--source", str(tmp_path / "no such dir"), cwd=tmp_path)
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.returncode == BAD_INPUT_EXIT_CODE and "Traceback" not in missing.stderr
     assert missing.stderr.strip() == f"error: {tmp_path / 'no such dir'}: dataset folder not found"
 
     (tmp_path / "bad.yaml").write_text("ingest:\n  sorce: x\n")
     bad = run_cli("data", "ingest", "--params", "bad.yaml", cwd=tmp_path)
-    assert bad.returncode == 1
+    assert bad.returncode == BAD_INPUT_EXIT_CODE
     assert bad.stderr.strip() == "error: bad.yaml: ingest.sorce: unknown key"

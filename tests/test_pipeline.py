@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from components.dvc_pipeline import stage_order
-from components.errors import SvpError
+from components.errors import BAD_INPUT_EXIT_CODE, SvpError
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -77,6 +77,29 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     params["validate"]["min_frames"] = 9
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert svp_pipeline(root=str(project)) == ["validate"]
+
+
+def test_a_stage_failing_on_bad_data_stops_the_run_without_retry_or_traceback(project):
+    """Through the CLI, as a user runs it: one-line error, no Python traceback, no retry of a
+    stage that failed on its data (pipeline.retries is 1)."""
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["validate"]["min_frames"] = 500  # every clip is shorter: all quarantined
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        svp = str(Path(sys.executable).with_name("svp"))
+        run = subprocess.run([svp, "pipeline", "run"], cwd=project, capture_output=True,
+                             text=True, check=False)
+    finally:
+        params_path.write_text(original)
+    output = run.stdout + run.stderr
+    assert run.returncode == BAD_INPUT_EXIT_CODE
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith("error: validation failed: 6 of 6 samples quarantined")
+    assert errors[1:] == ["error: stage 'validate' failed: failed to run: svp data validate, "
+                          "exited with 3"]
+    assert "Traceback" not in output and "Retry 1/1" not in output
 
 
 def test_local_remote_push_pull_round_trip(project, prefect_harness):
