@@ -96,6 +96,36 @@ class ValidateConfig:
 
 
 @dataclass(config=STRICT)
+class FeaturesConfig:
+    """Per-clip features in Parquet (`svp data features`)."""
+
+    manifest: str = "data/validated/manifest.parquet"
+    out_dir: str = "data/features"
+    report_dir: str = "reports/features"
+    fps: float = Field(25.0, gt=0)
+    crop_size: int = Field(64, ge=16, le=2048)
+    crop_scale: float = Field(1.6, gt=1)
+    box_smoothing: int = Field(7, ge=1)
+    jpeg_quality: int = Field(95, ge=10, le=100)
+    landmarks: Literal["auto", "sidecar", "dlib", "face_alignment"] = "auto"
+    dlib_predictor: str = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+    face_alignment_hub: str | None = None
+    max_missing_face_share: float = Field(0.2, ge=0, le=1)
+    min_audio_dbfs: float = -45.0
+    expression: Literal["basis", "3dmm"] = "basis"
+    expression_dir: str | None = None
+    n_expression: int = Field(16, ge=1, le=132)
+    whisper_checkpoint: str | None = None
+    workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        if self.expression == "3dmm" and not self.expression_dir:
+            raise ValueError("expression: 3dmm needs expression_dir (Deep3DFaceRecon files)")
+        return self
+
+
+@dataclass(config=STRICT)
 class PipelineConfig:
     """The Prefect flow over `dvc.yaml`'s stages."""
 
@@ -110,6 +140,7 @@ class Params:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 

@@ -97,18 +97,37 @@ def probe_audio(path: Path) -> AudioInfo:
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
             channels = stream.codec_context.channels
-            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = []
-            for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in mono.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in mono.resample(None))
+        samples, rate = decode_audio(path)
     except (av.FFmpegError, OSError, ValueError) as err:
         return AudioInfo(problem=f"unreadable audio: {_error_text(err)}")
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
         return AudioInfo(sample_rate=rate, channels=channels, problem="audio stream is empty")
     return AudioInfo(sample_rate=rate, channels=channels, duration_s=samples.size / rate,
                      dbfs=speech_dbfs(samples, rate))
+
+
+def decode_audio(path: Path, rate: int | None = None) -> tuple[np.ndarray, int]:
+    """The first audio stream as float32 mono samples, resampled to `rate` if given."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = rate or stream.codec_context.sample_rate
+        mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = []
+        for frame in container.decode(stream):
+            chunks.extend(f.to_ndarray().reshape(-1) for f in mono.resample(frame))
+        chunks.extend(f.to_ndarray().reshape(-1) for f in mono.resample(None))
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
+
+
+def decode_video(path: Path) -> tuple[np.ndarray, float]:
+    """All frames as uint8 RGB (T, H, W, 3), and the frame rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    if not frames:
+        raise ValueError("no decodable frame")
+    return np.stack(frames), fps
 
 
 def speech_dbfs(samples: np.ndarray, rate: int) -> float:

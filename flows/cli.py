@@ -15,7 +15,8 @@ from components.runtime import apply_offline_defaults
 
 app = typer.Typer(help="SVP: style-controllable talking-head generation and its pipeline.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Dataset stages: synth, ingest, validate.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset stages: synth, ingest, validate, features.",
+                       no_args_is_help=True)
 pipeline_app = typer.Typer(help="Run or schedule the whole DVC pipeline with Prefect.",
                            no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -62,6 +63,23 @@ def validate(params: ParamsOption = Path("params.yaml"),
     enforce_threshold(metrics, cfg)
     typer.echo(f"validated: {metrics['n_passed']} passed, {metrics['n_quarantined']} "
                f"quarantined; report in {report / 'report.html'}")
+
+
+@data_app.command("features")
+def features(params: ParamsOption = Path("params.yaml")):
+    """Extract per-clip features (crops, landmarks, Head-Kps, expression, Whisper) to Parquet."""
+    from components.features.stage import build_features
+    from components.tracking import log_stage_run
+
+    cfg = load_params(params).features
+    metrics = build_features(cfg)
+    log_stage_run("svp-data", "features",
+                  {"landmarks": cfg.landmarks, "expression": cfg.expression,
+                   "crop_size": cfg.crop_size, "whisper": cfg.whisper_checkpoint or "stand-in"},
+                  {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                  [Path(cfg.report_dir) / "metrics.json", Path(cfg.report_dir) / "checks.json"])
+    typer.echo(f"features: {metrics['n_passed']} clips ({metrics['n_frames']} frames), "
+               f"{metrics['n_quarantined']} quarantined; in {cfg.out_dir}")
 
 
 @pipeline_app.command("stages")

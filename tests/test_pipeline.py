@@ -55,16 +55,17 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_stage_order_comes_from_dvc(project):
-    assert stage_order(project) == ["synth", "ingest", "validate"]
+    assert stage_order(project) == ["synth", "ingest", "validate", "features"]
 
 
 def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness):
     from flows.pipeline import svp_pipeline
 
-    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate"]
+    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate", "features"]
     assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
     assert (project / "data/validated/manifest.parquet").exists()
     assert (project / "reports/validate/report.html").exists()
+    assert len(list((project / "data/features/clips").glob("*.parquet"))) == 6
     lock = (project / "dvc.lock").read_text()
 
     repro = sh("dvc", "repro", cwd=project)
@@ -110,7 +111,7 @@ def test_local_remote_push_pull_round_trip(project, prefect_harness):
     before = digest(manifest)
     sh("dvc", "push", cwd=project)
     assert any((project / ".dvc-remote").rglob("*"))
-    for out in ("data/synth", "data/manifest", "data/validated", ".dvc/cache"):
+    for out in ("data/synth", "data/manifest", "data/validated", "data/features", ".dvc/cache"):
         shutil.rmtree(project / out)
     sh("dvc", "pull", cwd=project)
     assert digest(manifest) == before

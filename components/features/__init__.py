@@ -1,0 +1,1 @@
+"""Per-clip features for the style extractor and the diffusion stages (`svp data features`)."""
