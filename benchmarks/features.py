@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from table import emit
 
 from components.config import FeaturesConfig
 from components.features import audio as wf
@@ -124,10 +125,7 @@ def main() -> None:
     names = ["embedding (conv + position)"] + [f"block {i}" for i in range(1, 4)] + [
         "block 4 + final layer norm"]
     lines += [f"| {n} | {s:.4f} | {d:.3f} |" for n, s, d in zip(names, sim, diff, strict=True)]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

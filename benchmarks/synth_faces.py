@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dlib
 import numpy as np
+from table import emit
 
 from components.config import MEAD_EMOTIONS, SynthConfig
 from components.synth.generate import (
@@ -98,10 +99,7 @@ def main() -> None:
     ]
     lines += ["", "| emotion | detection rate |", "|---|---|"]
     lines += [f"| {e} | {hit / max(n, 1):.3f} |" for e, (hit, n) in per_emotion.items()]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from table import emit
 
 from components.config import MEAD_EMOTIONS, SynthConfig
 from components.synth.generate import ClipSpec, animate, make_identity
@@ -75,10 +76,7 @@ def main() -> None:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         scores = cross_val_score(model, np.array(features), labels, groups=groups, cv=folds)
         lines.append(f"| {name} | {scores.mean():.3f} ± {scores.std():.3f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
