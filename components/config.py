@@ -126,6 +126,42 @@ class FeaturesConfig:
 
 
 @dataclass(config=STRICT)
+class TrainStyleConfig:
+    """The style extractor and its contrastive training (`svp train style`)."""
+
+    features_dir: str = "data/features"
+    out_dir: str = "data/style"
+    checkpoint_dir: str = "data/style_checkpoints"
+    report_dir: str = "reports/style"
+    d_model: int = Field(64, ge=8)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    window: int = Field(64, ge=8)  # frames per training sample
+    max_frames: int = Field(256, ge=8)  # longest sequence the model takes (evaluation)
+    steps: int = Field(200, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    groups_per_batch: int = Field(8, ge=2)
+    windows_per_group: int = Field(4, ge=2)
+    temperature: float = Field(0.1, gt=0)
+    similarity_constant: float = Field(1.0, gt=0)
+    modality_dropout: float = Field(0.15, ge=0, le=0.5)
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = 0
+    workers: int = Field(0, ge=0)  # 0: Ray Train local mode in this process; N: N Ray workers
+    use_gpu: bool = False
+    model_name: str = "svp-style-extractor"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainStyleConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.window > self.max_frames:
+            raise ValueError(f"window {self.window} exceeds max_frames {self.max_frames}")
+        return self
+
+
+@dataclass(config=STRICT)
 class PipelineConfig:
     """The Prefect flow over `dvc.yaml`'s stages."""
 
@@ -141,6 +177,7 @@ class Params:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    train_style: TrainStyleConfig = field(default_factory=TrainStyleConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 

@@ -19,7 +19,9 @@ data_app = typer.Typer(help="Dataset stages: synth, ingest, validate, features."
                        no_args_is_help=True)
 pipeline_app = typer.Typer(help="Run or schedule the whole DVC pipeline with Prefect.",
                            no_args_is_help=True)
+train_app = typer.Typer(help="Training stages: style.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
@@ -80,6 +82,18 @@ def features(params: ParamsOption = Path("params.yaml")):
                   [Path(cfg.report_dir) / "metrics.json", Path(cfg.report_dir) / "checks.json"])
     typer.echo(f"features: {metrics['n_passed']} clips ({metrics['n_frames']} frames), "
                f"{metrics['n_quarantined']} quarantined; in {cfg.out_dir}")
+
+
+@train_app.command("style")
+def train_style(params: ParamsOption = Path("params.yaml")):
+    """Train the style extractor (Ray Train), evaluate it, register it in MLflow."""
+    from components.style.stage import train_style as run_training
+
+    result = run_training(load_params(params).train_style)
+    strength = result["clustering_strength"]
+    typer.echo(f"style extractor v{result['registered_version']}: clustering strength "
+               f"exp {strength['exp']:.2f}, audio {strength['audio']:.2f}, both "
+               f"{strength['both']:.2f} (random init both {result['random_init']['both']:.2f})")
 
 
 @pipeline_app.command("stages")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from components.dvc_pipeline import stage_order
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
@@ -46,6 +47,8 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["synth"].update(n_identities=3, emotions=["happy", "sad"], levels=[3], n_sentences=1)
     params["ingest"]["split"]["n_test_identities"] = 1
+    params["train_style"].update(steps=20, checkpoint_every=10, d_model=32, n_layers=1,
+                                 groups_per_batch=4, windows_per_group=3, window=32)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     sh("git", "init", "-q", cwd=root)
@@ -55,13 +58,14 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_stage_order_comes_from_dvc(project):
-    assert stage_order(project) == ["synth", "ingest", "validate", "features"]
+    assert stage_order(project) == ["synth", "ingest", "validate", "features", "train_style"]
 
 
 def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness):
     from flows.pipeline import svp_pipeline
 
-    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate", "features"]
+    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate", "features",
+                                               "train_style"]
     assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
     assert (project / "data/validated/manifest.parquet").exists()
     assert (project / "reports/validate/report.html").exists()
@@ -72,6 +76,9 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     assert "up to date" in repro.stdout and "Running stage" not in repro.stdout
     assert (project / "dvc.lock").read_text() == lock
     assert svp_pipeline(root=str(project)) == []  # the flow skips unchanged stages too
+    client = MlflowClient(f"sqlite:///{project / '.svp/mlflow.db'}")
+    assert len(client.search_model_versions("name='svp-style-extractor'")) == 1  # not again
+    assert (project / "reports/style/clustering.json").exists()
 
     # a changed param reruns only the stages that read it
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -111,7 +118,8 @@ def test_local_remote_push_pull_round_trip(project, prefect_harness):
     before = digest(manifest)
     sh("dvc", "push", cwd=project)
     assert any((project / ".dvc-remote").rglob("*"))
-    for out in ("data/synth", "data/manifest", "data/validated", "data/features", ".dvc/cache"):
+    for out in ("data/synth", "data/manifest", "data/validated", "data/features", "data/style",
+                ".dvc/cache"):
         shutil.rmtree(project / out)
     sh("dvc", "pull", cwd=project)
     assert digest(manifest) == before

@@ -1,0 +1,1 @@
+"""The intrinsic style prior: extractor model, contrastive objective, batching."""
