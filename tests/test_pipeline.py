@@ -45,7 +45,7 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(PROJECT / "components", root / "components",
                     ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    params["synth"].update(n_identities=3, emotions=["happy", "sad"], levels=[3], n_sentences=1)
+    params["synth"].update(n_identities=3, emotions=["happy", "sad"], levels=[3], n_sentences=2)
     params["ingest"]["split"]["n_test_identities"] = 1
     params["train_style"].update(steps=20, checkpoint_every=10, d_model=32, n_layers=1,
                                  groups_per_batch=4, windows_per_group=3, window=32)
@@ -66,10 +66,10 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
 
     assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate", "features",
                                                "train_style"]
-    assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 12
     assert (project / "data/validated/manifest.parquet").exists()
     assert (project / "reports/validate/report.html").exists()
-    assert len(list((project / "data/features/clips").glob("*.parquet"))) == 6
+    assert len(list((project / "data/features/clips").glob("*.parquet"))) == 12
     lock = (project / "dvc.lock").read_text()
 
     repro = sh("dvc", "repro", cwd=project)
@@ -123,7 +123,7 @@ def test_local_remote_push_pull_round_trip(project, prefect_harness):
         shutil.rmtree(project / out)
     sh("dvc", "pull", cwd=project)
     assert digest(manifest) == before
-    assert len(list((project / "data/synth").rglob("*.mp4"))) == 6
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 12
     status = sh("dvc", "status", cwd=project)
     assert "up to date" in status.stdout
 

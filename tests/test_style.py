@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ from components.features.stage import build_features
 from components.style.data import StyleClip, check_positives, load_clips
 from components.style.extractor import StyleExtractor, StyleExtractorConfig
 from components.style.objective import modality_dropout, style_infonce
+from components.synth.generate import synthesize_dataset
+from tests.conftest import TINY
 from tests.test_features_stage import manifest_of
 
 SVP = str(Path(sys.executable).with_name("svp"))
@@ -80,9 +82,11 @@ def test_bad_training_data_is_reported(tmp_path, caplog):
 
 
 @pytest.fixture(scope="module")
-def features(tiny_dataset, tmp_path_factory):
+def features(tmp_path_factory):
+    """Features of 3 identities x 3 emotions x 2 sentences: two clips per emotion cluster."""
     tmp = tmp_path_factory.mktemp("style")
-    cfg = FeaturesConfig(manifest=str(manifest_of(tiny_dataset, tmp)),
+    synthesize_dataset(replace(TINY, n_sentences=2), tmp / "mead")
+    cfg = FeaturesConfig(manifest=str(manifest_of(tmp / "mead", tmp)),
                          out_dir=str(tmp / "features"), report_dir=str(tmp / "freport"))
     build_features(cfg)
     return Path(cfg.out_dir)
@@ -145,6 +149,9 @@ def test_training_registers_and_reports(trained):
     assert set(metrics["clustering_strength"]) == {"exp", "audio", "both"}
     assert metrics["test_identities"] == ["W003"]
     assert set(metrics["per_emotion"]["both"]) == {"happy", "neutral", "sad"}
+    strength, random_init = metrics["clustering_strength"], metrics["random_init"]
+    assert strength["both"] > 1.5 * random_init["both"]  # the learned space is real
+    assert strength["both"] > strength["audio"]
     assert (trained / "report" / "tsne.png").stat().st_size > 10_000
     client = MlflowClient(f"sqlite:///{trained / '.svp/mlflow.db'}")
     (version,) = client.search_model_versions("name='svp-style-extractor'")

@@ -7,11 +7,13 @@ for three inputs (expression only, audio only, both), as the paper's Table 3.
 
 from __future__ import annotations
 
+from collections import Counter
 from itertools import combinations
 
 import numpy as np
 import torch
 
+from components.errors import SvpError
 from components.style.data import StyleClip, whole_clip_batch
 from components.style.extractor import StyleExtractor
 
@@ -30,16 +32,20 @@ def style_means(model: StyleExtractor, clips: list[StyleClip], mode: str) -> np.
 
 
 def clustering_strength(means: np.ndarray, clips: list[StyleClip]) -> dict:
-    """{'mean': over identities, 'per_identity': {...}, 'per_emotion': {emotion: ratio}}."""
+    """{'mean': over identities, 'per_identity': {...}, 'per_emotion': {emotion: ratio}}.
+    Only emotions with at least two clips of an identity form a cluster (one clip has no
+    spread); an identity needs two such emotions."""
     per_identity, per_emotion = {}, {}
     for identity in sorted({c.identity for c in clips}):
         idx = [i for i, c in enumerate(clips) if c.identity == identity]
-        emotions = sorted({clips[i].emotion for i in idx})
+        counts = Counter(clips[i].emotion for i in idx)
+        emotions = sorted(e for e, n in counts.items() if n >= 2)
+        idx = [i for i in idx if clips[i].emotion in emotions]
         if len(emotions) < 2:
             continue
         centre = {e: means[[i for i in idx if clips[i].emotion == e]].mean(0) for e in emotions}
         intra = {e: np.mean([np.linalg.norm(means[i] - centre[e]) for i in idx
-                             if clips[i].emotion == e]) + 1e-8 for e in emotions}
+                             if clips[i].emotion == e]) for e in emotions}
         inter = np.mean([np.linalg.norm(centre[a] - centre[b])
                          for a, b in combinations(emotions, 2)])
         per_identity[identity] = float(inter / np.mean(list(intra.values())))
@@ -47,7 +53,8 @@ def clustering_strength(means: np.ndarray, clips: list[StyleClip]) -> dict:
             others = np.mean([np.linalg.norm(centre[e] - centre[o]) for o in emotions if o != e])
             per_emotion.setdefault(e, []).append(others / intra[e])
     if not per_identity:
-        raise ValueError("clustering strength needs identities with at least two emotions")
+        raise SvpError("clustering strength needs a held-out identity with two or more clips "
+                       "in each of at least two emotions")
     return {"mean": float(np.mean(list(per_identity.values()))),
             "per_identity": per_identity,
             "per_emotion": {e: float(np.mean(v)) for e, v in sorted(per_emotion.items())}}
