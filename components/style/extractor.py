@@ -83,6 +83,7 @@ class StyleExtractor(nn.Module):
 
 
 def sample_style(mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None):
-    """A draw from the style prior by reparameterisation."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    """A draw from the style prior by reparameterisation (noise drawn on the CPU generator, so
+    a seed gives the same draw on any device)."""
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
     return mean + (0.5 * logvar).exp() * noise

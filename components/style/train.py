@@ -79,7 +79,8 @@ def train_loop(config: dict) -> None:
     clips = load_clips(cfg.features_dir, "train", min_frames=8)
     check_positives(clips)
     torch.manual_seed(cfg.seed)
-    model = StyleExtractor(model_config(cfg, clips[0].expression.shape[1]))
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    model = StyleExtractor(model_config(cfg, clips[0].expression.shape[1])).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     checkpoints = Path(cfg.checkpoint_dir)
     start, losses = 0, []
@@ -96,8 +97,9 @@ def train_loop(config: dict) -> None:
         batch = sample_batch(clips, cfg.groups_per_batch, cfg.windows_per_group, cfg.window,
                              rng)
         keep_exp, keep_audio = modality_dropout(len(batch["group"]), cfg.modality_dropout, noise)
-        mean, logvar = model(batch["expression"], batch["audio"], batch["valid"], keep_exp,
-                             keep_audio)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        mean, logvar = model(batch["expression"], batch["audio"], batch["valid"],
+                             keep_exp.to(device), keep_audio.to(device))
         loss = style_infonce(sample_style(mean, logvar, noise), batch["group"],
                              cfg.temperature, cfg.similarity_constant)
         if not torch.isfinite(loss):
