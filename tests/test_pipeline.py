@@ -104,7 +104,7 @@ def test_a_stage_failing_on_bad_data_stops_the_run_without_retry_or_traceback(pr
     output = run.stdout + run.stderr
     assert run.returncode == BAD_INPUT_EXIT_CODE
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert errors[0].startswith("error: validation failed: 6 of 6 samples quarantined")
+    assert errors[0].startswith("error: validation failed: 12 of 12 samples quarantined")
     assert errors[1:] == ["error: stage 'validate' failed: failed to run: svp data validate, "
                           "exited with 3"]
     assert "Traceback" not in output and "Retry 1/1" not in output
