@@ -119,7 +119,7 @@ def test_local_remote_push_pull_round_trip(project, prefect_harness):
     sh("dvc", "push", cwd=project)
     assert any((project / ".dvc-remote").rglob("*"))
     for out in ("data/synth", "data/manifest", "data/validated", "data/features", "data/style",
-                ".dvc/cache"):
+                "data/style_checkpoints", ".dvc/cache"):
         shutil.rmtree(project / out)
     sh("dvc", "pull", cwd=project)
     assert digest(manifest) == before

@@ -212,3 +212,15 @@ def test_two_ray_workers_with_ddp(features, tmp_path):
     state = json.loads((tmp_path / "ckpt" / "step_0000004" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["losses"]) == 4
     assert (tmp_path / "style" / "model.safetensors").exists()
+
+
+def test_changed_training_params_start_over(features, tmp_path):
+    from components.style.stage import prepare_checkpoints
+
+    cfg = TrainStyleConfig(features_dir=str(features), checkpoint_dir=str(tmp_path / "ckpt"))
+    prepare_checkpoints(cfg)
+    (tmp_path / "ckpt" / "step_0000010").mkdir()
+    prepare_checkpoints(replace(cfg, steps=cfg.steps + 100))  # more steps: keep going
+    assert (tmp_path / "ckpt" / "step_0000010").exists()
+    prepare_checkpoints(replace(cfg, lr=cfg.lr / 2))  # another run: start over
+    assert not (tmp_path / "ckpt" / "step_0000010").exists()

@@ -4,14 +4,16 @@ Outputs: `out_dir/{model.safetensors,config.json}` (the trained extractor),
 `report_dir/clustering.json` (DVC metrics: `clustering_strength.{exp,audio,both}` on the held-out
 identities, the random-init baseline and per-emotion detail), `report_dir/tsne.png` (DVC plot),
 one MLflow run in experiment `svp-style` with per-step losses, and a new version of the
-registered model `svp-style-extractor`. Checkpoints live in `checkpoint_dir` (a persistent DVC
-out) so an interrupted run resumes, in the same MLflow run.
+registered model `svp-style-extractor`. Checkpoints live in `checkpoint_dir` (outside DVC) so an
+interrupted run resumes, in the same MLflow run; `prepare_checkpoints` starts over when the
+params or the features changed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +33,31 @@ from components.tracking import git_commit
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-style"
+
+
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "workers", "use_gpu", "out_dir", "report_dir",
+                     "model_name"}  # params a run may change and still continue its checkpoints
+
+
+def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
+    """Keep the checkpoints (and their MLflow run) only if they come from the same training
+    params and the same features; otherwise start over."""
+    import hashlib
+
+    features = Path(cfg.features_dir)
+    digest = hashlib.sha256()
+    for name in ("index.parquet", "expression.parquet"):
+        if (features / name).is_file():
+            digest.update((features / name).read_bytes())
+    identity = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    identity["features_sha256"] = digest.hexdigest()
+    root = Path(cfg.checkpoint_dir)
+    marker = root / "config.json"
+    if marker.exists() and json.loads(marker.read_text()) != identity:
+        log.info("training params or features changed; starting over in %s", root)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
 def _mlflow_run(cfg: TrainStyleConfig) -> dict:
@@ -94,6 +121,7 @@ def evaluate(model: StyleExtractor, baseline: StyleExtractor, cfg: TrainStyleCon
 def train_style(cfg: TrainStyleConfig) -> dict:
     import mlflow
 
+    prepare_checkpoints(cfg)
     run = _mlflow_run(cfg)
     final = fit(cfg, run)
     losses = json.loads((final / "state.json").read_text())["losses"]
