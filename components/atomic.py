@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def keep_only_if_made_by(folder: str | Path, recipe: dict) -> bool:
+    """Resumable work folders: keep `folder` only if its `config.json` records this `recipe`
+    (params, code or input versions); otherwise empty it. Returns True if it was emptied."""
+    folder = Path(folder)
+    marker = folder / "config.json"
+    stale = marker.exists() and json.loads(marker.read_text()) != recipe
+    if stale:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+    return stale
 
 
 def write_text(path: str | Path, text: str) -> None:

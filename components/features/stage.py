@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from components.atomic import write_parquet, write_text
+from components.atomic import keep_only_if_made_by, write_parquet, write_text
 from components.config import FeaturesConfig
 from components.errors import SvpError
 from components.features.expression import (
@@ -89,13 +88,9 @@ def code_version() -> str:
 
 
 def _reset_if_inputs_changed(out: Path, cfg: FeaturesConfig) -> None:
-    config = asdict(cfg) | {"workers": None, "code_version": code_version()}
-    meta = out / "config.json"
-    if meta.exists() and json.loads(meta.read_text()) != config:
-        log.info("features params changed; clearing %s", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(meta, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    recipe = asdict(cfg) | {"workers": None, "code_version": code_version()}
+    if keep_only_if_made_by(out, recipe):
+        log.info("features params or code changed; cleared %s", out)
 
 
 def extract_all(cfg: FeaturesConfig, rows: list[dict]) -> list[dict]:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from components.atomic import write_text
+from components.atomic import keep_only_if_made_by, write_text
 from components.config import TrainStyleConfig
 from components.errors import SvpError
 from components.runtime import mlflow_artifact_location, mlflow_tracking_uri
@@ -51,13 +50,8 @@ def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
             digest.update((features / name).read_bytes())
     identity = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     identity["features_sha256"] = digest.hexdigest()
-    root = Path(cfg.checkpoint_dir)
-    marker = root / "config.json"
-    if marker.exists() and json.loads(marker.read_text()) != identity:
-        log.info("training params or features changed; starting over in %s", root)
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    write_text(marker, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    if keep_only_if_made_by(cfg.checkpoint_dir, identity):
+        log.info("training params or features changed; starting over in %s", cfg.checkpoint_dir)
 
 
 def _mlflow_run(cfg: TrainStyleConfig) -> dict:
