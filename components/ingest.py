@@ -9,58 +9,39 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from components.atomic import write_parquet
 from components.config import IngestConfig, SplitConfig
 from components.errors import SvpError
-from components.layouts import Sample, discover
+from components.layouts import Sample, dangling, discover
+from components.manifest import MANIFEST_SCHEMA
 from components.media import content_hash, probe_audio, probe_video
+from components.paths import to_stored
+from components.progress import pool_map
+from components.tracking import log_stage
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SCHEMA = pa.schema([
-    ("sample_id", pa.string()),
-    ("layout", pa.string()),
-    ("identity", pa.string()),
-    ("emotion", pa.string()),
-    ("level", pa.int32()),
-    ("clip", pa.string()),
-    ("style_group", pa.string()),
-    ("split", pa.string()),
-    ("video_path", pa.string()),
-    ("audio_path", pa.string()),
-    ("audio_source", pa.string()),
-    ("sidecar_path", pa.string()),
-    ("duration_s", pa.float64()),
-    ("fps", pa.float64()),
-    ("n_frames", pa.int32()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("video_codec", pa.string()),
-    ("audio_sample_rate", pa.int32()),
-    ("audio_channels", pa.int32()),
-    ("audio_duration_s", pa.float64()),
-    ("audio_dbfs", pa.float64()),
-    ("content_hash", pa.string()),
-    ("probe_error", pa.string()),
-])
 
 
 def probe_sample(sample: Sample) -> dict:
     """One manifest row; media problems land in `probe_error`, they never raise."""
+    paths = [sample.video_path] + ([sample.audio_path] if sample.audio_source == "file" else [])
+    if dangling(sample.video_path):
+        return _unreadable(sample, f"video: dangling symbolic link to "
+                                   f"{os.readlink(sample.video_path)}")
     video = probe_video(sample.video_path)
     audio = probe_audio(sample.audio_path)
     problems = [f"video: {video.problem}"] if video.problem else []
     if audio.problem:
         where = "video's audio" if sample.audio_source == "video" else "audio file"
         problems.append(f"{where}: {audio.problem}")
-    paths = [sample.video_path] + ([sample.audio_path] if sample.audio_source == "file" else [])
     return {
         "sample_id": sample.sample_id,
         "layout": sample.layout,
@@ -69,10 +50,10 @@ def probe_sample(sample: Sample) -> dict:
         "level": sample.level,
         "clip": sample.clip,
         "style_group": sample.style_group,
-        "video_path": sample.video_path.as_posix(),
-        "audio_path": sample.audio_path.as_posix(),
+        "video_path": to_stored(sample.video_path),
+        "audio_path": to_stored(sample.audio_path),
         "audio_source": sample.audio_source,
-        "sidecar_path": sample.sidecar_path.as_posix() if sample.sidecar_path else None,
+        "sidecar_path": to_stored(sample.sidecar_path) if sample.sidecar_path else None,
         "duration_s": video.duration_s,
         "fps": video.fps,
         "n_frames": video.n_frames,
@@ -85,10 +66,27 @@ def probe_sample(sample: Sample) -> dict:
         "audio_dbfs": audio.dbfs,
         "content_hash": content_hash(*paths),
         "probe_error": "; ".join(problems) or None,
+        "layout_problem": sample.layout_problem,
     }
 
 
-PROBE_VERSION = 1  # bump when probe_sample's output changes, to invalidate cached probes
+def _probe(item: tuple[str, Sample]) -> tuple[str, dict]:
+    key, sample = item
+    return key, probe_sample(sample)
+
+
+def _unreadable(sample: Sample, problem: str) -> dict:
+    """The row of a sample whose media cannot be opened at all."""
+    row = {name: None for name in MANIFEST_SCHEMA.names}
+    return row | {
+        "sample_id": sample.sample_id, "layout": sample.layout, "identity": sample.identity,
+        "emotion": sample.emotion, "level": sample.level, "clip": sample.clip,
+        "style_group": sample.style_group, "video_path": to_stored(sample.video_path),
+        "audio_path": to_stored(sample.audio_path), "audio_source": sample.audio_source,
+        "probe_error": problem, "layout_problem": sample.layout_problem}
+
+
+PROBE_VERSION = 2  # bump when probe_sample's output changes, to invalidate cached probes
 
 
 class ProbeCache:
@@ -110,7 +108,8 @@ class ProbeCache:
     @staticmethod
     def key(sample: Sample) -> str:
         files = sorted({sample.video_path, sample.audio_path})
-        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        stats = [(str(p), p.lstat().st_size, p.lstat().st_mtime_ns) if dangling(p)
+                 else (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         return json.dumps([PROBE_VERSION, sample.sample_id, sample.style_group, stats])
 
     def get(self, key: str) -> dict | None:
@@ -146,17 +145,29 @@ def ingest(cfg: IngestConfig, source: str | Path | None = None,
     todo = [(k, s) for k, s in zip(keys, samples, strict=True) if cache.get(k) is None]
     log.info("found %d samples (%s layout) under %s; %d to probe, %d known", len(samples),
              layout, source or cfg.source, len(todo), len(samples) - len(todo))
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
-        probed = pool.map(probe_sample, [s for _, s in todo])
-        for (key, _), row in tqdm(zip(todo, probed, strict=True), total=len(todo),
-                                  desc="probe", unit="clip"):
-            cache.put(key, row)
+    for key, row in pool_map(_probe, todo, workers=cfg.workers, desc="probe", unit="clips",
+                             threads=True):
+        cache.put(key, row)
     rows = [dict(cache.get(k)) for k in keys]
     test = choose_test_identities(sorted({r["identity"] for r in rows}), cfg.split)
     for row in rows:
         row["split"] = "test" if row["identity"] in test else "train"
-        if row["probe_error"]:
-            log.warning("%s: %s", row["video_path"], row["probe_error"])
+        for problem in (row["probe_error"], row["layout_problem"]):
+            if problem:
+                log.warning("%s: %s", row["video_path"], problem)
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     write_parquet(manifest or cfg.manifest, table)
+    return table
+
+
+def ingest_stage(cfg: IngestConfig, source: str | Path | None = None,
+                 manifest: str | Path | None = None) -> pa.Table:
+    """The DVC stage `ingest`: write the manifest, then track the run in MLflow."""
+    table = ingest(cfg, source, manifest)
+    rows = table.select(["probe_error", "layout_problem", "split"]).to_pylist()
+    log_stage("svp-data", "ingest", asdict(cfg) | {"source": str(source or cfg.source)}, {
+        "n_samples": len(rows),
+        "n_unreadable": sum(r["probe_error"] is not None for r in rows),
+        "n_layout_problems": sum(r["layout_problem"] is not None for r in rows),
+        "n_test_samples": sum(r["split"] == "test" for r in rows)}, [])
     return table

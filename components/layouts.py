@@ -3,7 +3,9 @@
 - `mead`: `<id>/video/front/<emotion>/level_<n>/<clip>.mp4`, audio in
   `<id>/audio/<emotion>/level_<n>/<clip>.{wav,m4a}` (else the video's own track), and the
   generator's ground truth in `<id>/sidecar/...npz` when present. Positives for the style
-  objective: same identity and emotion.
+  objective: same identity and emotion. An emotion folder outside MEAD's eight, a level folder
+  that is not `level_<n>` or an audio file that is a dangling link is recorded as the sample's
+  `layout_problem` (validation quarantines it).
 - `hdtf`: video files directly in the folder; identity = clip name; positives = segments of the
   same video. Audio from the video.
 - `folder`: any tree of videos; identity = the first folder level (a folder per person), or the
@@ -16,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.config import MEAD_EMOTIONS
 from components.errors import SvpError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
@@ -34,15 +37,21 @@ class Sample:
     video_path: Path
     audio_path: Path  # a separate audio file, or the video itself
     sidecar_path: Path | None
+    layout_problem: str | None = None  # why the sample's place in the layout is wrong
 
     @property
     def audio_source(self) -> str:
         return "video" if self.audio_path == self.video_path else "file"
 
 
+def dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
 def _videos(paths) -> list[Path]:
-    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+    """Video files (and dangling links named like one, so that they can be reported)."""
+    return sorted(p for p in paths if (p.is_file() or dangling(p))
+                  and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
 
 
 def _safe(text: str) -> str:
@@ -51,13 +60,21 @@ def _safe(text: str) -> str:
 
 def discover_mead(root: Path) -> list[Sample]:
     samples = []
-    for video in _videos(root.glob("*/video/front/*/level_*/*")):
+    for video in _videos(root.glob("*/video/front/*/*/*")):
         rel = video.relative_to(root)
         identity, emotion, level_dir = rel.parts[0], rel.parts[3], rel.parts[4]
-        level = int(level_dir.removeprefix("level_")) if level_dir[6:].isdigit() else None
+        level = int(level_dir[6:]) if re.fullmatch(r"level_\d+", level_dir) else None
         base = root / identity / "audio" / emotion / level_dir / video.stem
         audio = next((base.with_suffix(s) for s in AUDIO_SUFFIXES
                       if base.with_suffix(s).is_file()), video)
+        problems = []
+        if emotion not in MEAD_EMOTIONS:
+            problems.append(f"emotion folder '{emotion}' is not one of MEAD's eight "
+                            f"({', '.join(MEAD_EMOTIONS)})")
+        if level is None:
+            problems.append(f"level folder '{level_dir}' is not level_<n>")
+        problems += [f"audio file {base.with_suffix(s)} is a dangling symbolic link"
+                     for s in AUDIO_SUFFIXES if dangling(base.with_suffix(s))]
         sidecar = (root / identity / "sidecar" / emotion / level_dir / video.stem).with_suffix(
             ".npz")
         samples.append(Sample(
@@ -65,6 +82,7 @@ def discover_mead(root: Path) -> list[Sample]:
             layout="mead", identity=identity, emotion=emotion, level=level, clip=video.stem,
             style_group=f"{identity}/{emotion}", video_path=video, audio_path=audio,
             sidecar_path=sidecar if sidecar.is_file() else None,
+            layout_problem="; ".join(problems) or None,
         ))
     return samples
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -20,20 +20,14 @@ import pyarrow.parquet as pq
 from components.atomic import write_parquet, write_text
 from components.config import ValidateConfig
 from components.errors import SvpError
-from components.ingest import MANIFEST_SCHEMA
+from components.expectations import Rule, run_suite
+from components.manifest import MANIFEST_SCHEMA
+from components.tracking import log_stage
 
 log = logging.getLogger(__name__)
 
 LOGGED_QUARANTINES = 20  # the rest are in the report and quarantine.parquet
 QUARANTINE_SCHEMA = MANIFEST_SCHEMA.append(pa.field("reasons", pa.string()))
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One expectation and how to say, for a rejected sample, what is wrong with it."""
-
-    expectation: object
-    reason: str  # formatted with the offending value as {value}
 
 
 def build_rules(cfg: ValidateConfig) -> list[Rule]:
@@ -44,6 +38,8 @@ def build_rules(cfg: ValidateConfig) -> list[Rule]:
     file_audio = {"row_condition": Column("audio_source") == "file"}
     return [
         Rule(e.ExpectColumnValuesToBeNull(column="probe_error"), "{value}"),
+        Rule(e.ExpectColumnValuesToBeNull(column="layout_problem"), "{value}"),
+        Rule(e.ExpectColumnValuesToBeNull(column="duplicate_of"), "{value}"),
         Rule(e.ExpectColumnValuesToBeUnique(column="sample_id"), "duplicate sample id {value}"),
         Rule(e.ExpectColumnValuesToBeBetween(column="fps", min_value=cfg.min_fps,
                                              max_value=cfg.max_fps),
@@ -70,38 +66,6 @@ def build_rules(cfg: ValidateConfig) -> list[Rule]:
     ]
 
 
-def run_suite(df: pd.DataFrame, rules: list[Rule]) -> tuple[list[dict], dict[str, list[str]]]:
-    """Validate `df` with GX; return per-expectation results and reasons per failing sample."""
-    import great_expectations as gx
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    batch = (context.data_sources.add_pandas("svp").add_dataframe_asset("manifest")
-             .add_batch_definition_whole_dataframe("all")
-             .get_batch(batch_parameters={"dataframe": df}))
-    suite = context.suites.add(gx.ExpectationSuite(
-        name="svp-manifest", expectations=[rule.expectation for rule in rules]))
-    result = batch.validate(suite, result_format={
-        "result_format": "COMPLETE", "unexpected_index_column_names": ["sample_id"]})
-    rule_by_id = {rule.expectation.id: rule for rule in rules}
-    summary, reasons = [], {}
-    for res in result.results:
-        config = res.expectation_config
-        if res.exception_info.get("raised_exception"):
-            raise SvpError(f"expectation {config.type} on {config.kwargs.get('column')} could "
-                           f"not run: {res.exception_info.get('exception_message')}")
-        column, rule = config.kwargs.get("column"), rule_by_id[config.id]
-        failing = res.result.get("unexpected_index_list") or []
-        summary.append({"expectation": config.type, "column": column,
-                        "success": bool(res.success), "unexpected": len(failing)})
-        for hit in failing:
-            value = hit.get(column)
-            if isinstance(value, float):
-                value = int(value) if value.is_integer() else round(value, 3)
-            reasons.setdefault(hit["sample_id"], []).append(rule.reason.format(value=value))
-    return summary, reasons
-
-
 def validate(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
     """Split the manifest into validated samples and a quarantine; write the report and metrics
     (`enforce_threshold` then decides whether the stage fails)."""
@@ -113,8 +77,9 @@ def validate(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
         raise SvpError(f"{manifest}: not an SVP manifest (columns differ from the schema)")
     df = table.to_pandas()
     df["av_mismatch_s"] = (df["audio_duration_s"] - df["duration_s"]).abs()
+    df["duplicate_of"] = duplicates(df)
     summary, reasons = run_suite(df, build_rules(cfg))
-    df = df.drop(columns="av_mismatch_s")
+    df = df.drop(columns=["av_mismatch_s", "duplicate_of"])
 
     failing = df["sample_id"].isin(reasons)
     passed, quarantined = df[~failing], df[failing].copy()
@@ -141,6 +106,23 @@ def validate(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
     write_text(report / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(report / "report.html", render_report(metrics, summary, quarantined))
     return metrics
+
+
+def duplicates(df: pd.DataFrame) -> list[str | None]:
+    """For each sample whose bytes an earlier one (by sample id) already has: which one."""
+    first: dict[str, tuple] = {}
+    out: list[str | None] = [None] * len(df)
+    order = df.reset_index(drop=True).sort_values("sample_id")
+    for i, row in order.iterrows():
+        if row["content_hash"] is None or row["content_hash"] != row["content_hash"]:
+            continue
+        if row["content_hash"] not in first:
+            first[row["content_hash"]] = (row["sample_id"], row["video_path"], row["split"])
+            continue
+        sample_id, video, split = first[row["content_hash"]]
+        across = " — across the train/test split" if split != row["split"] else ""
+        out[i] = f"same bytes as {sample_id} ({video}){across}"
+    return out
 
 
 def enforce_threshold(metrics: dict, cfg: ValidateConfig) -> None:
@@ -174,3 +156,13 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><bo
 <p>{html.escape("Quarantined files are listed here and left untouched on disk.")}</p>
 </body></html>
 """
+
+
+def validate_stage(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
+    """The DVC stage `validate`: validate, track the run in MLflow, then apply the threshold."""
+    metrics = validate(cfg, manifest)
+    report = Path(cfg.report_dir)
+    log_stage("svp-data", "validate", asdict(cfg), metrics,
+              [report / "report.html", report / "metrics.json"])
+    enforce_threshold(metrics, cfg)
+    return metrics

@@ -31,9 +31,9 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to
 def synth(params: ParamsOption = Path("params.yaml"),
           out: Annotated[Path | None, typer.Option(help="Override synth.out_dir.")] = None):
     """Generate the procedural MEAD-shaped talking-head dataset."""
-    from components.synth.generate import synthesize_dataset
+    from components.synth.stage import synth_stage
 
-    meta = synthesize_dataset(load_params(params).synth, out)
+    meta = synth_stage(load_params(params).synth, out)
     typer.echo(f"wrote {meta['n_clips']} clips of {len(meta['identities'])} identities")
 
 
@@ -42,9 +42,9 @@ def ingest(params: ParamsOption = Path("params.yaml"),
            source: Annotated[Path | None, typer.Option(help="Override ingest.source.")] = None,
            manifest: Annotated[Path | None, typer.Option(help="Override ingest.manifest.")] = None):
     """Discover samples (MEAD tree, HDTF folder, any folder) and write the Parquet manifest."""
-    from components.ingest import ingest as run_ingest
+    from components.ingest import ingest_stage
 
-    table = run_ingest(load_params(params).ingest, source, manifest)
+    table = ingest_stage(load_params(params).ingest, source, manifest)
     errors = sum(e is not None for e in table.column("probe_error").to_pylist())
     typer.echo(f"manifest: {table.num_rows} samples, {errors} with unreadable media")
 
@@ -53,33 +53,21 @@ def ingest(params: ParamsOption = Path("params.yaml"),
 def validate(params: ParamsOption = Path("params.yaml"),
              manifest: Annotated[Path | None, typer.Option(help="Override the manifest.")] = None):
     """Check the manifest with Great Expectations; quarantine failing samples with a reason."""
-    from components.tracking import log_stage_run
-    from components.validate import enforce_threshold
-    from components.validate import validate as run_validate
+    from components.validate import validate_stage
 
     cfg = load_params(params).validate
-    metrics = run_validate(cfg, manifest)
-    report = Path(cfg.report_dir)
-    log_stage_run("svp-data", "validate", {"max_failing_share": cfg.max_failing_share}, metrics,
-                  [report / "report.html", report / "metrics.json"])
-    enforce_threshold(metrics, cfg)
+    metrics = validate_stage(cfg, manifest)
     typer.echo(f"validated: {metrics['n_passed']} passed, {metrics['n_quarantined']} "
-               f"quarantined; report in {report / 'report.html'}")
+               f"quarantined; report in {Path(cfg.report_dir) / 'report.html'}")
 
 
 @data_app.command("features")
 def features(params: ParamsOption = Path("params.yaml")):
     """Extract per-clip features (crops, landmarks, Head-Kps, expression, Whisper) to Parquet."""
-    from components.features.stage import build_features
-    from components.tracking import log_stage_run
+    from components.features.stage import features_stage
 
     cfg = load_params(params).features
-    metrics = build_features(cfg)
-    log_stage_run("svp-data", "features",
-                  {"landmarks": cfg.landmarks, "expression": cfg.expression,
-                   "crop_size": cfg.crop_size, "whisper": cfg.whisper_checkpoint or "stand-in"},
-                  {k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                  [Path(cfg.report_dir) / "metrics.json", Path(cfg.report_dir) / "checks.json"])
+    metrics = features_stage(cfg)
     typer.echo(f"features: {metrics['n_passed']} clips ({metrics['n_frames']} frames), "
                f"{metrics['n_quarantined']} quarantined; in {cfg.out_dir}")
 

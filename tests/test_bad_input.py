@@ -135,3 +135,50 @@ def test_cli_errors_are_one_line(broken_mead, tmp_path):
     bad = run_cli("data", "ingest", "--params", "bad.yaml", cwd=tmp_path)
     assert bad.returncode == BAD_INPUT_EXIT_CODE
     assert bad.stderr.strip() == "error: bad.yaml: ingest.sorce: unknown key"
+
+
+def test_layout_mistakes_duplicates_and_dangling_links_are_named(tiny_dataset, tmp_path, caplog):
+    """A MEAD tree with an unknown emotion, a badly named level folder, a clip copied into
+    another identity (a leak across the split) and dangling links: each sample is quarantined
+    with its reason, ingest warns naming the file, and the rest pass."""
+    import logging
+    import os
+
+    tree = tmp_path / "mead"
+    shutil.copytree(tiny_dataset, tree)
+    happy = tree / "M002/video/front/happy/level_3/001.mp4"
+    for folder in ("bored/level_3", "happy/lvl2"):
+        (tree / "M002/video/front" / folder).mkdir(parents=True)
+        shutil.copy(happy, tree / "M002/video/front" / folder / "001.mp4")
+    shutil.copy(happy, tree / "W003/video/front/happy/level_3/002.mp4")  # W003 is held out
+    shutil.copy(tree / "M002/audio/happy/level_3/001.wav",
+                tree / "W003/audio/happy/level_3/002.wav")
+    os.symlink(tmp_path / "gone.mp4", tree / "W001/video/front/sad/level_3/009.mp4")
+    (tree / "W001/video/front/sad/level_3/010.mp4").symlink_to(happy)
+    os.symlink(tmp_path / "gone.wav", tree / "W001/audio/sad/level_3/010.wav")
+
+    manifest = tmp_path / "manifest.parquet"
+    with caplog.at_level(logging.WARNING, logger="components.ingest"):
+        ingest(IngestConfig(source=str(tree), manifest=str(manifest),
+                            probe_cache=str(tmp_path / "probes.jsonl"),
+                            split=SplitConfig(test_identities=["W003"])))
+    cfg = ValidateConfig(manifest=str(manifest), out_dir=str(tmp_path / "validated"),
+                         report_dir=str(tmp_path / "report"), max_failing_share=0.5)
+    validate(cfg)
+    passed = pq.read_table(tmp_path / "validated" / "manifest.parquet").to_pandas()
+    quarantined = pq.read_table(tmp_path / "validated" / "quarantine.parquet").to_pandas()
+    reasons = dict(zip(quarantined["sample_id"], quarantined["reasons"], strict=True))
+
+    assert reasons["M002_bored_level_3_001"].startswith(
+        "emotion folder 'bored' is not one of MEAD's eight (angry, contempt")
+    assert "level folder 'lvl2' is not level_<n>" in reasons["M002_happy_lvl2_001"]
+    assert reasons["W003_happy_level_3_002"] == (
+        f"same bytes as M002_happy_level_3_001 ({happy}) — across the train/test split")
+    assert reasons["W001_sad_level_3_009"] == (
+        f"video: dangling symbolic link to {tmp_path / 'gone.mp4'}")
+    assert (f"audio file {tree / 'W001/audio/sad/level_3/010.wav'} is a dangling symbolic link"
+            in reasons["W001_sad_level_3_010"])
+    assert len(passed) == 9 and "M002_happy_level_3_001" in set(passed["sample_id"])
+    for name in ("bored/level_3/001.mp4", "happy/lvl2/001.mp4", "sad/level_3/009.mp4",
+                 "sad/level_3/010.mp4"):
+        assert any(name in r.message and r.levelname == "WARNING" for r in caplog.records), name

@@ -10,6 +10,7 @@ import torch
 from scipy.io import savemat
 
 from components.errors import SvpError
+from components.face_template import TEMPLATE_2D
 from components.features import audio as wf
 from components.features.crop import crop_frame, smooth_boxes, to_crop
 from components.features.expression import (
@@ -27,7 +28,6 @@ from components.features.landmarks import (
     FaceAlignmentLandmarks,
 )
 from components.media import decode_audio, decode_video
-from components.synth.face_model import TEMPLATE_2D
 
 PREDICTOR = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
 

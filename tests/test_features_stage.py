@@ -66,7 +66,7 @@ def test_features_of_every_clip(extracted):
     basis = np.load(out / "expression_basis.npz")
     assert list(basis["identities"]) == ["M002", "W001"]  # fitted on training identities only
     for row in index.itertuples():
-        table = pq.read_table(row.features_path)
+        table = pq.read_table(out / row.features_path)  # relative to the features folder
         assert table.schema.equals(CLIP_SCHEMA)
         assert table["frame"].to_pylist() == list(range(table.num_rows))
         crop = cv2.imdecode(np.frombuffer(table["crop_jpeg"][0].as_py(), np.uint8), 1)

@@ -11,7 +11,8 @@ import pytest
 from components import ingest as ingest_module
 from components.config import IngestConfig, SplitConfig
 from components.errors import SvpError
-from components.ingest import MANIFEST_SCHEMA, ingest
+from components.ingest import ingest
+from components.manifest import MANIFEST_SCHEMA
 
 
 def run(source, tmp_path, **split):

@@ -78,6 +78,9 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     assert svp_pipeline(root=str(project)) == []  # the flow skips unchanged stages too
     client = MlflowClient(f"sqlite:///{project / '.svp/mlflow.db'}")
     assert len(client.search_model_versions("name='svp-style-extractor'")) == 1  # not again
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    tracked = [r.data.tags["svp.stage"] for r in client.search_runs(experiments)]
+    assert sorted(tracked) == ["features", "ingest", "synth", "train_style", "validate"]
     assert (project / "reports/style/clustering.json").exists()
 
     # a changed param reruns only the stages that read it
@@ -86,6 +89,34 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert svp_pipeline(root=str(project)) == ["validate"]
 
+
+
+def test_the_data_folder_travels_to_another_checkout(project, tmp_path):
+    """`data/` moved into another checkout: its manifests and feature index still resolve, and
+    `train_style` runs there (paths are stored relative to the project or the dataset)."""
+    import pyarrow.parquet as pq
+
+    from components.paths import with_absolute_media
+
+    other = tmp_path / "other"
+    shutil.copytree(project, other, ignore=shutil.ignore_patterns("data", ".svp", ".git"))
+    shutil.copytree(project / "data", other / "data")
+    away = project.with_name(project.name + "-away")
+    project.rename(away)  # nothing may still point into the original checkout
+    try:
+        sh("svp", "train", "style", cwd=other)
+        sh("svp", "data", "features", cwd=other)
+        rows = pq.read_table(other / "data/validated/manifest.parquet").to_pylist()
+        assert not any(Path(row["video_path"]).is_absolute() for row in rows)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(other)
+            media = [with_absolute_media(row) for row in rows]
+        assert all(Path(m[k]).is_file() for m in media for k in ("video_path", "audio_path"))
+    finally:
+        away.rename(project)
+    client = MlflowClient(f"sqlite:///{other / '.svp/mlflow.db'}")
+    (version,) = client.search_model_versions("name='svp-style-extractor'")
+    assert client.get_run(version.run_id).data.tags["svp.stage"] == "train_style"
 
 def test_a_stage_failing_on_bad_data_stops_the_run_without_retry_or_traceback(project):
     """Through the CLI, as a user runs it: one-line error, no Python traceback, no retry of a

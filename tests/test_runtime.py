@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.runtime import OFFLINE_DEFAULTS, apply_offline_defaults
-from components.tracking import log_stage_run
+from components.tracking import log_stage
 
 
 def test_offline_defaults_do_not_override_the_user(monkeypatch):
@@ -31,7 +31,7 @@ def no_tracking_uri(monkeypatch):
 def test_mlflow_defaults_to_sqlite_and_a_local_artifact_folder(tmp_path, no_tracking_uri):
     report = tmp_path / "report.html"
     report.write_text("<p>ok</p>")
-    run_id = log_stage_run("svp-test", "validate", {"a": 1}, {"n": 3}, [report], root=tmp_path)
+    run_id = log_stage("svp-test", "validate", {"a": 1}, {"n": 3}, [report], root=tmp_path).run_id
     client = MlflowClient(f"sqlite:///{tmp_path / '.svp/mlflow.db'}")
     run = client.get_run(run_id)
     assert run.data.metrics == {"n": 3.0} and run.data.params == {"a": "1"}
@@ -43,7 +43,7 @@ def test_mlflow_defaults_to_sqlite_and_a_local_artifact_folder(tmp_path, no_trac
 def test_mlflow_tracking_uri_is_honoured(tmp_path, monkeypatch):
     elsewhere = tmp_path / "server.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
-    run_id = log_stage_run("svp-test", "validate", {}, {"n": 1}, [], root=tmp_path / "proj")
+    run_id = log_stage("svp-test", "validate", {}, {"n": 1}, [], root=tmp_path / "proj").run_id
     assert MlflowClient(f"sqlite:///{elsewhere}").get_run(run_id).data.metrics == {"n": 1.0}
     assert not (tmp_path / "proj" / ".svp").exists()
 
@@ -69,7 +69,7 @@ def test_validate_stage_logs_to_mlflow(tiny_dataset, tmp_path, no_tracking_uri):
         subprocess.run([svp, "data", stage], cwd=tmp_path, check=True, capture_output=True)
     client = MlflowClient(f"sqlite:///{tmp_path / '.svp/mlflow.db'}")
     experiment = client.get_experiment_by_name("svp-data")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`svp.stage` = 'validate'")
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert run.data.metrics["n_passed"] == metrics["n_passed"] == 9
     assert run.data.tags["svp.stage"] == "validate"

@@ -23,13 +23,14 @@ from components.config import FeaturesConfig, TrainStyleConfig
 from components.errors import SvpError
 from components.features.stage import build_features
 from components.style.data import StyleClip, check_positives, load_clips
-from components.style.extractor import StyleExtractor, StyleExtractorConfig
+from components.style.extractor import StyleExtractor
 from components.style.objective import modality_dropout, style_infonce
 from components.synth.generate import synthesize_dataset
 from tests.conftest import TINY
 from tests.test_features_stage import manifest_of
 
 SVP = str(Path(sys.executable).with_name("svp"))
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' save_pretrained
 
 
 def test_infonce_matches_a_hand_computation():
@@ -56,7 +57,7 @@ def test_modality_dropout_never_drops_both():
 
 def test_extractor_respects_padding_and_dropped_modalities():
     torch.manual_seed(0)
-    model = StyleExtractor(StyleExtractorConfig(expression_dim=6, d_model=16, n_heads=2)).eval()
+    model = StyleExtractor(expression_dim=6, d_model=16, n_heads=2).eval()
     exp, audio = torch.randn(2, 10, 6), torch.randn(2, 10, 3840)
     valid = torch.ones(2, 10, dtype=torch.bool)
     yes = torch.ones(2, dtype=torch.bool)
@@ -102,8 +103,6 @@ def test_nan_rows_and_missing_modalities(features, tmp_path, caplog):
     shutil.copytree(features, root)
     expression = pq.read_table(root / "expression.parquet").to_pandas()
     index = pq.read_table(root / "index.parquet").to_pandas()
-    index["features_path"] = [str(root / "clips" / Path(p).name) for p in index["features_path"]]
-    pq.write_table(pa.Table.from_pandas(index, preserve_index=False), root / "index.parquet")
     first, second = index["sample_id"].iloc[0], index["sample_id"].iloc[1]
     nan = np.full(16, np.nan, np.float32)
     spoil = ((expression["sample_id"] == first) & (expression["frame"] < 5)) | (
@@ -162,14 +161,25 @@ def test_training_registers_and_reports(trained):
 
 
 def test_registered_model_loads_without_pickles(trained, monkeypatch):
+    """Models-from-code: neither our loader nor MLflow's pyfunc unpickles anything."""
+    import pickle
+
+    import cloudpickle
     import mlflow
 
     from components.style.registry import load_style_extractor
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("something tried to unpickle")
+
+    for module in (pickle, cloudpickle):
+        for name in ("load", "loads"):
+            monkeypatch.setattr(module, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.chdir(trained)
     mlflow.set_tracking_uri(f"sqlite:///{trained / '.svp/mlflow.db'}")
     model = load_style_extractor("models:/svp-style-extractor/1")
-    saved = load_file(trained / "style" / "model.safetensors")
+    saved = load_file(trained / "style" / WEIGHTS)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key])
     pyfunc = mlflow.pyfunc.load_model("models:/svp-style-extractor/1")
@@ -177,6 +187,9 @@ def test_registered_model_loads_without_pickles(trained, monkeypatch):
                           "audio": np.zeros((2, 12, 3840), np.float32),
                           "valid": np.ones((2, 12), bool)})
     assert out.shape == (2, 64)
+    model_files = {p.name for p in Path(mlflow.artifacts.download_artifacts(
+        "models:/svp-style-extractor/1")).rglob("*")}
+    assert "python_model.pkl" not in model_files and "pyfunc_model.py" in model_files
 
 
 def test_sigkill_midway_resumes_to_the_same_weights(features, trained, tmp_path):
@@ -193,7 +206,7 @@ def test_sigkill_midway_resumes_to_the_same_weights(features, trained, tmp_path)
     resumed = run_svp(params, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
-    ours, reference = (load_file(p / "style" / "model.safetensors") for p in (tmp_path, trained))
+    ours, reference = (load_file(p / "style" / WEIGHTS) for p in (tmp_path, trained))
     for key in reference:
         torch.testing.assert_close(ours[key], reference[key], rtol=0, atol=0)
 
@@ -211,7 +224,7 @@ def test_two_ray_workers_with_ddp(features, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     state = json.loads((tmp_path / "ckpt" / "step_0000004" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["losses"]) == 4
-    assert (tmp_path / "style" / "model.safetensors").exists()
+    assert (tmp_path / "style" / WEIGHTS).exists()
 
 
 def test_changed_training_params_start_over(features, tmp_path):
@@ -224,3 +237,27 @@ def test_changed_training_params_start_over(features, tmp_path):
     assert (tmp_path / "ckpt" / "step_0000010").exists()
     prepare_checkpoints(replace(cfg, lr=cfg.lr / 2))  # another run: start over
     assert not (tmp_path / "ckpt" / "step_0000010").exists()
+
+
+def test_a_bad_input_error_in_a_ray_worker_is_one_line(features, tmp_path):
+    """2 Ray workers (loopback-only netns) on features with a single style group: the workers'
+    SvpError ends the command as local mode does, one line and exit code 3."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "one_group"
+    shutil.copytree(features, root)
+    index = pq.read_table(root / "index.parquet").to_pandas()
+    group = index.loc[index["split"] == "train", "style_group"].iloc[0]
+    keep = index[(index["split"] == "test") | (index["style_group"] == group)]
+    pq.write_table(pa.Table.from_pandas(keep, preserve_index=False), root / "index.parquet")
+    params = style_params(root, tmp_path, workers=2)
+    script = f"ip link set lo up; exec {SVP} train style --params {params}"
+    run = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 3, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: style training needs at least 2 style groups, got 1"]
+    assert "Traceback" not in run.stderr

@@ -50,7 +50,7 @@ def test_layout_is_meads_with_audio_and_sidecar(tiny_dataset):
 
 def test_reruns_write_identical_bytes(tiny_dataset, tmp_path):
     spec = ClipSpec(identity=1, emotion="happy", level=3, sentence=0)
-    video = make_clip(TINY, spec, tmp_path)
+    video = make_clip(spec, TINY, tmp_path)
     original = tiny_dataset / video.relative_to(tmp_path)
     assert sha(video) == sha(original)
     for kind, suffix in (("audio", ".wav"), ("sidecar", ".npz")):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from components.errors import SvpError
-from components.synth.face_model import TEMPLATE
+from components.face_template import TEMPLATE
 
 RIGID = [*range(0, 17), 27, 28, 29, 30, *range(36, 48)]
 N_3DMM_EXPRESSION = 64

@@ -6,7 +6,8 @@ Layout under `out_dir`:
     quarantine/<sample_id>.json    why a clip gave no features (kept across reruns)
     expression.parquet             sample_id, frame, expression (n floats)
     expression_basis.npz           the landmark basis fitted on the training split (`basis`)
-    index.parquet                  the clips that passed, with their labels and split
+    index.parquet                  the clips that passed, with their labels and split;
+                                   `features_path` is relative to `out_dir`
     quarantine.parquet             every clip set aside, with its reasons
     config.json                    the params and code version that produced the folder
 
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,18 +30,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from components.atomic import keep_only_if_made_by, write_parquet, write_text
 from components.config import FeaturesConfig
 from components.errors import SvpError
+from components.expectations import Rule, run_suite
 from components.features.expression import (
     fit_basis,
     identity_mean_shape,
     load_3dmm,
 )
 from components.features.extract import clip_path, extract_clip
-from components.validate import Rule, run_suite
+from components.paths import absolute, with_absolute_media
+from components.progress import pool_map, progress
+from components.tracking import log_stage
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one clip per core; no oversubscription
-
-
-def run_local(fn: Callable, rows: list[dict], workers: int, *args) -> Iterator[dict]:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        futures = [pool.submit(fn, row, *args) for row in rows]
-        for future in as_completed(futures):
-            yield future.result()
 
 
 def run_on_ray(fn: Callable, rows: list[dict], *args) -> Iterator[dict]:
@@ -76,14 +71,16 @@ def run_on_ray(fn: Callable, rows: list[dict], *args) -> Iterator[dict]:
 
 
 def code_version() -> str:
-    """A hash of the code that writes the per-clip files: a change re-extracts every clip."""
+    """A hash of the code that writes the per-clip files (every module `extract` imports, at any
+    depth): a change re-extracts every clip."""
     import hashlib
 
-    import components.media as media
+    from components.code_deps import import_closure
 
+    root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
-    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(media.__file__)]:
-        digest.update(path.read_bytes())
+    for path in sorted(import_closure(["components.features.extract"], root)):
+        digest.update(path.as_posix().encode() + (root / path).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -94,13 +91,17 @@ def _reset_if_inputs_changed(out: Path, cfg: FeaturesConfig) -> None:
 
 
 def extract_all(cfg: FeaturesConfig, rows: list[dict]) -> list[dict]:
-    out = Path(cfg.out_dir)
+    out = absolute(cfg.out_dir)
+    rows = [with_absolute_media(r) for r in rows]  # workers may run anywhere, in any folder
     todo = [r for r in rows if not clip_path(out, r["sample_id"]).exists()]
     log.info("%d clips, %d to extract", len(rows), len(todo))
-    ray_address = os.environ.get("RAY_ADDRESS")
-    results = (run_on_ray(extract_clip, todo, cfg, str(out)) if ray_address
-               else run_local(extract_clip, todo, cfg.workers, cfg, str(out)))
-    for _ in tqdm(results, total=len(todo), desc="features", unit="clip"):
+    if os.environ.get("RAY_ADDRESS"):
+        results = progress(run_on_ray(extract_clip, todo, cfg, str(out)), len(todo),
+                           "features", "clips")
+    else:
+        results = pool_map(extract_clip, todo, cfg, str(out), workers=cfg.workers,
+                           desc="features", unit="clips", initializer=_init_worker)
+    for _ in results:
         pass
     # every clip's status, from disk, whoever processed it and whenever
     return [extract_clip(row, cfg, str(out)) for row in rows]
@@ -217,14 +218,14 @@ def build_features(cfg: FeaturesConfig) -> dict:
     expression = expression_table(cfg, extracted)
     write_parquet(out / "expression.parquet", expression)
     summary = clip_summary(cfg, extracted, expression)
-    checks, failing = run_suite(summary, feature_rules(cfg))
+    checks, failing = run_suite(summary, feature_rules(cfg), "svp-features")
     for sid, why in failing.items():
         reasons.setdefault(sid, []).extend(why)
 
     passed = [r for r in extracted if r["sample_id"] not in reasons]
     index = pd.DataFrame(passed)[INDEX_COLUMNS].merge(
         summary[["sample_id", "n_frames"]], on="sample_id")
-    index["features_path"] = [clip_path(out, s).as_posix() for s in index["sample_id"]]
+    index["features_path"] = [clip_path(Path(), s).as_posix() for s in index["sample_id"]]
     write_parquet(out / "index.parquet", pa.Table.from_pandas(index, preserve_index=False))
     by_id = {r["sample_id"]: r for r in rows}
     quarantine = pd.DataFrame(
@@ -244,4 +245,15 @@ def build_features(cfg: FeaturesConfig) -> dict:
     report = Path(cfg.report_dir)
     write_text(report / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(report / "checks.json", json.dumps(checks, indent=2) + "\n")
+    return metrics
+
+
+def features_stage(cfg: FeaturesConfig) -> dict:
+    """The DVC stage `features`: build the features, then track the run in MLflow."""
+    metrics = build_features(cfg)
+    report = Path(cfg.report_dir)
+    log_stage("svp-data", "features",
+              {"landmarks": cfg.landmarks, "expression": cfg.expression,
+               "crop_size": cfg.crop_size, "whisper": cfg.whisper_checkpoint or "stand-in"},
+              metrics, [report / "metrics.json", report / "checks.json"])
     return metrics

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import torch
 
 from components.errors import SvpError
+from components.paths import resolve
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def load_clips(features_dir: str | Path, split: str | None = None,
             continue
         exp = np.stack(expression.get_group(row.sample_id).sort_values("frame")["expression"]
                        .to_numpy()).astype(np.float32)
-        table = pq.read_table(row.features_path, columns=["audio"])
+        table = pq.read_table(resolve(row.features_path, root), columns=["audio"])
         audio = np.stack(table["audio"].to_numpy(zero_copy_only=False))
         if len(audio) != len(exp):
             log.warning("skipping %s: %d audio frames but %d expression frames",

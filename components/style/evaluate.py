@@ -23,7 +23,7 @@ MODES = ("exp", "audio", "both")
 @torch.no_grad()
 def style_means(model: StyleExtractor, clips: list[StyleClip], mode: str) -> np.ndarray:
     model.eval()
-    batch = whole_clip_batch(clips, model.cfg.max_frames)
+    batch = whole_clip_batch(clips, model.config.max_frames)
     n = len(clips)
     keep_exp = torch.full((n,), mode != "audio")
     keep_audio = torch.full((n,), mode != "exp")

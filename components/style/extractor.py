@@ -15,53 +15,49 @@ Audio frames arrive as the features stage stores them: Whisper's 5 hidden states
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 N_AUDIO_STATES, AUDIO_STEPS, AUDIO_WIDTH = 5, 2, 384
 
 
-@dataclass(frozen=True)
-class StyleExtractorConfig:
-    expression_dim: int = 16
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    max_frames: int = 256
-    dropout: float = 0.1
-
-
 class Branch(nn.Module):
     """Input projection, learnt positions, a pre-norm Transformer encoder."""
 
-    def __init__(self, in_dim: int, cfg: StyleExtractorConfig):
+    def __init__(self, in_dim: int, d_model: int, n_layers: int, n_heads: int, max_frames: int,
+                 dropout: float):
         super().__init__()
-        self.proj = nn.Linear(in_dim, cfg.d_model)
-        self.pos = nn.Parameter(torch.zeros(cfg.max_frames, cfg.d_model))
-        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, 4 * cfg.d_model,
-                                           cfg.dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.proj = nn.Linear(in_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(max_frames, d_model))
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:
         h = self.proj(x) + self.pos[: x.shape[1]]
         return self.encoder(h, src_key_padding_mask=pad)
 
 
-class StyleExtractor(nn.Module):
-    def __init__(self, cfg: StyleExtractorConfig):
+class StyleExtractor(ModelMixin, ConfigMixin):
+    """Saved and loaded as diffusers models are: `save_pretrained` writes `config.json` and
+    safetensors weights, `from_pretrained` reads them back."""
+
+    @register_to_config
+    def __init__(self, expression_dim: int = 16, d_model: int = 64, n_layers: int = 2,
+                 n_heads: int = 4, max_frames: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.cfg = cfg
-        self.expression = Branch(cfg.expression_dim, cfg)
+        sizes = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads,
+                 "max_frames": max_frames, "dropout": dropout}
+        self.expression = Branch(expression_dim, **sizes)
         self.state_mix = nn.Parameter(torch.zeros(N_AUDIO_STATES))
-        self.audio = Branch(AUDIO_WIDTH, cfg)
-        self.fuse = nn.MultiheadAttention(cfg.d_model, cfg.n_heads, cfg.dropout,
-                                          batch_first=True)
-        self.fuse_norm = nn.LayerNorm(cfg.d_model)
-        self.score = nn.Linear(cfg.d_model, 1)  # the pooling query
-        self.mean = nn.Linear(cfg.d_model, cfg.d_model)
-        self.logvar = nn.Linear(cfg.d_model, cfg.d_model)
+        self.audio = Branch(AUDIO_WIDTH, **sizes)
+        self.fuse = nn.MultiheadAttention(d_model, n_heads, dropout, batch_first=True)
+        self.fuse_norm = nn.LayerNorm(d_model)
+        self.score = nn.Linear(d_model, 1)  # the pooling query
+        self.mean = nn.Linear(d_model, d_model)
+        self.logvar = nn.Linear(d_model, d_model)
 
     def forward(self, expression: Tensor, audio: Tensor, valid: Tensor,
                 expression_present: Tensor, audio_present: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,38 +1,44 @@
 """`svp train style` (DVC stage `train_style`): train, evaluate, register.
 
-Outputs: `out_dir/{model.safetensors,config.json}` (the trained extractor),
-`report_dir/clustering.json` (DVC metrics: `clustering_strength.{exp,audio,both}` on the held-out
-identities, the random-init baseline and per-emotion detail), `report_dir/tsne.png` (DVC plot),
-one MLflow run in experiment `svp-style` with per-step losses, and a new version of the
-registered model `svp-style-extractor`. Checkpoints live in `checkpoint_dir` (outside DVC) so an
-interrupted run resumes, in the same MLflow run; `prepare_checkpoints` starts over when the
-params or the features changed.
+Outputs: `out_dir/` (the trained extractor as diffusers' `save_pretrained` writes it:
+`config.json` + `diffusion_pytorch_model.safetensors`), `report_dir/clustering.json` (DVC
+metrics: `clustering_strength.{exp,audio,both}` on the held-out identities, the random-init
+baseline and per-emotion detail), `report_dir/tsne.png` (DVC plot), one MLflow run in experiment
+`svp-style` with per-step losses, and a new version of the registered model
+`svp-style-extractor`. Checkpoints live in `checkpoint_dir` (outside DVC) so an interrupted run
+resumes, in the same MLflow run; `prepare_checkpoints` starts over when the params or the
+features changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from components.atomic import keep_only_if_made_by, write_text
+from components.atomic import write_text
 from components.config import TrainStyleConfig
 from components.errors import SvpError
-from components.runtime import mlflow_artifact_location, mlflow_tracking_uri
 from components.style.data import load_clips
 from components.style.evaluate import MODES, clustering_strength, style_means, tsne_plot
 from components.style.extractor import StyleExtractor
-from components.style.registry import log_and_register, write_model_files
-from components.style.train import fit, model_config
-from components.tracking import git_commit
+from components.style.registry import register_style_extractor
+from components.style.train import fit
+from components.tracking import dvc_out_hash
+from components.training.checkpoint import (
+    load_checkpoint,
+    prepare_checkpoint_dir,
+    read_state,
+)
+from components.training.registry import save_pretrained
+from components.training.run_tracking import resumable_run
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-style"
-
 
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "workers", "use_gpu", "out_dir", "report_dir",
                      "model_name"}  # params a run may change and still continue its checkpoints
@@ -41,54 +47,15 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "workers", "use_gpu", "out_dir
 def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
     """Keep the checkpoints (and their MLflow run) only if they come from the same training
     params and the same features; otherwise start over."""
-    import hashlib
-
     features = Path(cfg.features_dir)
     digest = hashlib.sha256()
     for name in ("index.parquet", "expression.parquet"):
         if (features / name).is_file():
             digest.update((features / name).read_bytes())
-    identity = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-    identity["features_sha256"] = digest.hexdigest()
-    if keep_only_if_made_by(cfg.checkpoint_dir, identity):
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    recipe["features_sha256"] = digest.hexdigest()
+    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
         log.info("training params or features changed; starting over in %s", cfg.checkpoint_dir)
-
-
-def _mlflow_run(cfg: TrainStyleConfig) -> dict:
-    """The MLflow run for this training: resumed from the checkpoint folder if there is one."""
-    import mlflow
-
-    artifact_location = mlflow_artifact_location()
-    uri = mlflow_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location)
-    marker = Path(cfg.checkpoint_dir) / "mlflow_run.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-    run = mlflow.MlflowClient(uri).create_run(experiment, run_name="train_style", tags={
-        "git.commit": git_commit() or "unknown", "dvc.features": _features_version(cfg)})
-    for key, value in asdict(cfg).items():
-        mlflow.MlflowClient(uri).log_param(run.info.run_id, key, value)
-    info = {"uri": uri, "run_id": run.info.run_id}
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    write_text(marker, json.dumps(info))
-    return info
-
-
-def _features_version(cfg: TrainStyleConfig) -> str:
-    """The DVC hash of the features the model trains on, from dvc.lock when there is one."""
-    import yaml
-
-    lock = Path("dvc.lock")
-    if not lock.exists():
-        return "unknown"
-    for out in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(
-            "features", {}).get("outs", []):
-        if Path(out["path"]) == Path(cfg.features_dir):
-            return out.get("md5", "unknown")
-    return "unknown"
 
 
 def evaluate(model: StyleExtractor, baseline: StyleExtractor, cfg: TrainStyleConfig) -> dict:
@@ -113,29 +80,26 @@ def evaluate(model: StyleExtractor, baseline: StyleExtractor, cfg: TrainStyleCon
 
 
 def train_style(cfg: TrainStyleConfig) -> dict:
-    import mlflow
-
     prepare_checkpoints(cfg)
-    run = _mlflow_run(cfg)
+    run = resumable_run(EXPERIMENT, "train_style", Path(cfg.checkpoint_dir) / "mlflow_run.json",
+                        asdict(cfg), {"dvc.features": dvc_out_hash(cfg.features_dir)})
     final = fit(cfg, run)
-    losses = json.loads((final / "state.json").read_text())["losses"]
-    weights = load_file(final / "model.safetensors")
-    expression_dim = weights["expression.proj.weight"].shape[1]
-    model = StyleExtractor(model_config(cfg, expression_dim))
-    model.load_state_dict(weights)
+    state = read_state(final)
+    model = StyleExtractor(**state["model_config"])
+    load_checkpoint(final, model)
     model.eval()
-    write_model_files(model, Path(cfg.out_dir))
+    save_pretrained(model, cfg.out_dir)
     torch.manual_seed(cfg.seed + 1)
-    baseline = StyleExtractor(model.cfg).eval()
+    baseline = StyleExtractor.from_config(model.config).eval()
     result = evaluate(model, baseline, cfg)
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_metrics({f"clustering_strength.{m}": v
-                            for m, v in result["clustering_strength"].items()})
-        mlflow.log_metrics({f"random_init.{m}": v for m, v in result["random_init"].items()})
-        mlflow.log_metric("final_loss", losses[-1])
-        mlflow.log_artifact(str(Path(cfg.report_dir) / "clustering.json"))
-        mlflow.log_artifact(str(Path(cfg.report_dir) / "tsne.png"))
-        version = log_and_register(model, Path(cfg.out_dir), cfg.model_name)
+    run.log_metrics({f"clustering_strength.{m}": v
+                     for m, v in result["clustering_strength"].items()}
+                    | {f"random_init.{m}": v for m, v in result["random_init"].items()}
+                    | {"final_loss": state["losses"][-1]})
+    run.log_artifacts([Path(cfg.report_dir) / "clustering.json",
+                       Path(cfg.report_dir) / "tsne.png"])
+    version = register_style_extractor(run, model, Path(cfg.out_dir), cfg.model_name)
+    run.finish()
     result["registered_version"] = version
     log.info("registered %s version %s", cfg.model_name, version)
     return result

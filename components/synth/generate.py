@@ -18,15 +18,14 @@ import logging
 import os
 import shutil
 import subprocess
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from components.config import MEAD_EMOTIONS, SynthConfig
 from components.errors import SvpError
+from components.progress import pool_map
 from components.synth import face_model as fm
 from components.synth.render import (
     Look,
@@ -171,7 +170,7 @@ def write_sidecar(path: Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def make_clip(cfg: SynthConfig, spec: ClipSpec, root: Path) -> Path:
+def make_clip(spec: ClipSpec, cfg: SynthConfig, root: Path) -> Path:
     """Render one clip into `root` atomically: temp files first, the video renamed last."""
     identity = make_identity(cfg.seed, spec.identity)
     paths = {k: root / v for k, v in spec.relpaths(identity.name).items()}
@@ -212,11 +211,9 @@ def synthesize_dataset(cfg: SynthConfig, out_dir: str | Path | None = None) -> d
     for stale in root.rglob(".*.tmp*"):
         stale.unlink()
     clips = plan_clips(cfg)
-    with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-        futures = [pool.submit(make_clip, cfg, spec, root) for spec in clips]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="synth clips",
-                           unit="clip"):
-            future.result()
+    for _ in pool_map(make_clip, clips, cfg, root, workers=cfg.workers, desc="synth",
+                      unit="clips"):
+        pass
     meta = {"config": config, "complete": True, "n_clips": len(clips),
             "identities": [make_identity(cfg.seed, i).name for i in range(cfg.n_identities)]}
     _write_json(meta_path, meta)

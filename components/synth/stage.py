@@ -1,0 +1,19 @@
+"""`svp data synth` (DVC stage `synth`): write the procedural dataset, then track the run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from components.config import SynthConfig
+from components.synth.generate import synthesize_dataset
+from components.tracking import log_stage
+
+
+def synth_stage(cfg: SynthConfig, out_dir: str | Path | None = None) -> dict:
+    meta = synthesize_dataset(cfg, out_dir)
+    root = Path(out_dir or cfg.out_dir)
+    log_stage("svp-data", "synth", asdict(cfg) | {"out_dir": str(root)},
+              {"n_clips": meta["n_clips"], "n_identities": len(meta["identities"])},
+              [root / "dataset.json"])
+    return meta

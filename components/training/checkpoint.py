@@ -1,0 +1,73 @@
+"""Checkpoints a killed run resumes from, bit for bit.
+
+`<root>/step_<n>/` holds the model (safetensors), the optimiser state (a tensors-only torch file,
+loaded with `weights_only=True`), the torch RNG state (safetensors) and `state.json` (`step`,
+`world_size` and whatever JSON the recipe keeps beside them, such as `losses`). Each folder is
+written under a temporary name and renamed into place, so a step folder is complete or absent;
+only the newest `keep` are kept. Nothing here unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from components.atomic import keep_only_if_made_by
+
+STEP_GLOB = "step_*"
+
+
+def step_folder(root: Path, step: int) -> Path:
+    return root / f"step_{step:07d}"
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    done = sorted(Path(root).glob(f"{STEP_GLOB}/state.json"))
+    return done[-1].parent if done else None
+
+
+def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, *, world_size: int = 1,
+                    extra: dict | None = None, keep: int = 2) -> Path:
+    """Write `step_<n>/` atomically and keep the newest `keep` step folders."""
+    root = Path(root)
+    final = step_folder(root, step)
+    tmp = root / f".tmp_{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(
+        {**(extra or {}), "step": step, "world_size": world_size}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(root.glob(STEP_GLOB))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore weights, optimiser and RNG from `path`; returns its state.json."""
+    path = Path(path)
+    load_model(model, str(path / "model.safetensors"))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["cpu"])
+    return json.loads((path / "state.json").read_text())
+
+
+def read_state(path: str | Path) -> dict:
+    return json.loads((Path(path) / "state.json").read_text())
+
+
+def prepare_checkpoint_dir(root: str | Path, recipe: dict) -> bool:
+    """Keep the checkpoints in `root` only if they were made by this `recipe` (the params that
+    shape the weights, and the versions of the inputs); otherwise start over. True if cleared."""
+    return keep_only_if_made_by(root, recipe)

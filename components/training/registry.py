@@ -1,0 +1,59 @@
+"""Trained models in the MLflow registry, with nothing pickled on either side.
+
+A model is logged as an MLflow pyfunc *from code*: the pyfunc class lives in a project file
+(`code`) that MLflow imports on load, and the weights travel as a plain artifact folder written
+by diffusers' `save_pretrained` (`config.json` + safetensors). `load_registered` reads that
+folder back with `from_pretrained(use_safetensors=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from diffusers.models.modeling_utils import ModelMixin
+
+from components.tracking import StageRun
+
+WEIGHTS_ARTIFACT = "model"  # the key of the weights folder among the pyfunc's artifacts
+
+
+def save_pretrained(model: ModelMixin, folder: str | Path) -> Path:
+    """`model.save_pretrained(folder)`, complete or absent: written beside it, then renamed."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def register_model(run: StageRun, model_dir: str | Path, name: str, code: str | Path,
+                   signature, pip_requirements: list[str]) -> str:
+    """Log `model_dir` under `run` as a models-from-code pyfunc and register it as `name`;
+    returns the new version."""
+    import mlflow
+
+    with run.active():
+        info = mlflow.pyfunc.log_model(
+            name=name.replace("-", "_"), python_model=str(code),
+            artifacts={WEIGHTS_ARTIFACT: str(model_dir)}, signature=signature,
+            registered_model_name=name, pip_requirements=pip_requirements)
+    return str(info.registered_model_version)
+
+
+def load_registered(model_uri: str, model_class: type[ModelMixin]) -> ModelMixin:
+    """`models:/<name>/<version>` or `models:/<name>@<alias>` as a `model_class`, in eval mode."""
+    import mlflow
+
+    root = Path(mlflow.artifacts.download_artifacts(model_uri))
+    (config,) = (root / "artifacts").glob("*/config.json")
+    return load_pretrained(model_class, config.parent)
+
+
+def load_pretrained(model_class: type[ModelMixin], folder: str | Path) -> ModelMixin:
+    """A `save_pretrained` folder back as `model_class` (safetensors only), in eval mode."""
+    return model_class.from_pretrained(str(folder), use_safetensors=True,
+                                       low_cpu_mem_usage=False).eval()
