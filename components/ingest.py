@@ -108,8 +108,8 @@ class ProbeCache:
     @staticmethod
     def key(sample: Sample) -> str:
         files = sorted({sample.video_path, sample.audio_path})
-        stats = [(str(p), p.lstat().st_size, p.lstat().st_mtime_ns) if dangling(p)
-                 else (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        stats = [(str(p), st.st_size, st.st_mtime_ns)
+                 for p in files for st in [p.lstat() if dangling(p) else p.stat()]]
         return json.dumps([PROBE_VERSION, sample.sample_id, sample.style_group, stats])
 
     def get(self, key: str) -> dict | None:
