@@ -162,6 +162,197 @@ class TrainStyleConfig:
 
 
 @dataclass(config=STRICT)
+class VaeConfig:
+    """The latent space. `pretrained`: a diffusers folder with `vae/` (SD1.5's); null: the
+    `train_vae` stage trains this architecture on the training split's face crops."""
+
+    pretrained: str | None = None
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = Field(1, ge=1)
+    latent_channels: int = Field(4, ge=1)
+    norm_num_groups: int = Field(16, ge=1)
+
+
+@dataclass(config=STRICT)
+class UNetConfig:
+    """SD's UNet (`UNet2DConditionModel`): the denoiser's spatial layers and the ReferenceNet.
+    `pretrained`: a diffusers folder with `unet/`; its config must match these keys."""
+
+    pretrained: str | None = None
+    down_block_types: list[str] = field(
+        default_factory=lambda: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"])
+    up_block_types: list[str] = field(
+        default_factory=lambda: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(4, ge=1)  # diffusers' name for SD's number of heads
+    cross_attention_dim: int = Field(128, ge=1)  # the audio and style token width
+    norm_num_groups: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> UNetConfig:
+        n = len(self.block_out_channels)
+        if not (len(self.down_block_types) == len(self.up_block_types) == n):
+            raise ValueError("down_block_types, up_block_types and block_out_channels must have "
+                             "the same length")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every "
+                             f"block_out_channels {self.block_out_channels}")
+        return self
+
+
+@dataclass(config=STRICT)
+class MotionConfig:
+    """AnimateDiff motion modules. `pretrained`: a motion-module file in AnimateDiff's format
+    (`.ckpt`, read tensors-only, or `.safetensors`); null: new, zero-initialised modules."""
+
+    pretrained: str | None = None
+    num_attention_heads: int = Field(4, ge=1)
+    norm_num_groups: int = Field(16, ge=1)
+    max_seq_length: int = Field(32, ge=1)  # AnimateDiff v2: 32 frames per window at most
+    use_mid_block: bool = True
+
+
+@dataclass(config=STRICT)
+class AudioProjectionConfig:
+    """Per-frame audio tokens from the frame's Whisper window (a Perceiver resampler)."""
+
+    window_s: float = Field(0.2, gt=0)  # 0.2 s: 5 frames at 25 fps, 10 Whisper steps
+    hidden_dim: int = Field(128, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    n_tokens: int = Field(5, ge=1)
+
+
+@dataclass(config=STRICT)
+class StyleProjectionConfig:
+    """Style tokens from a draw of the style prior."""
+
+    style_dim: int = Field(64, ge=1)  # the style extractor's width (train_style.d_model)
+    hidden_dim: int = Field(128, ge=8)
+    n_tokens: int = Field(4, ge=1)
+
+
+@dataclass(config=STRICT)
+class NoiseConfig:
+    """The one noise schedule and prediction type of every stage and of sampling."""
+
+    num_train_timesteps: int = Field(1000, ge=10)
+    beta_start: float = Field(0.00085, gt=0)
+    beta_end: float = Field(0.012, gt=0)
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+    rescale_betas_zero_snr: bool = True
+    timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
+
+
+@dataclass(config=STRICT)
+class SamplingConfig:
+    """Euler sampling with classifier-free guidance."""
+
+    steps: int = Field(25, ge=1)
+    guidance: float = Field(3.5, ge=1)
+
+
+@dataclass(config=STRICT)
+class DiffusionConfig:
+    """The generator's architecture, read by every diffusion stage; the full profile changes
+    these values only (see the README)."""
+
+    resolution: int = Field(64, ge=16)  # square frames the generator makes, pixels
+    vae: VaeConfig = field(default_factory=VaeConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    kps_guider_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
+    style: StyleProjectionConfig = field(default_factory=StyleProjectionConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if len(self.kps_guider_channels) != len(self.vae.block_out_channels):
+            raise ValueError(
+                f"kps_guider_channels {self.kps_guider_channels} must downsample as often as "
+                f"the VAE (one entry per vae.block_out_channels {self.vae.block_out_channels})")
+        factor = 2 ** (len(self.vae.block_out_channels) - 1)
+        if self.resolution % (factor * 2 ** (len(self.unet.block_out_channels) - 1)):
+            raise ValueError(f"resolution {self.resolution} must be divisible by the VAE's and "
+                             "UNet's downsampling")
+        return self
+
+
+@dataclass(config=STRICT)
+class TrainVaeConfig:
+    """The embedded profile's VAE, trained on the training split's face crops (`svp train
+    vae`); with `diffusion.vae.pretrained` the stage adopts that VAE instead."""
+
+    features_dir: str = "data/features"
+    out_dir: str = "data/vae"
+    checkpoint_dir: str = "data/vae_checkpoints"
+    report_dir: str = "reports/vae"
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+    eval_frames: int = Field(256, ge=1)  # held-out frames for the reconstruction PSNR
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+    workers: int = Field(0, ge=0)
+    use_gpu: bool = False
+    model_name: str = "svp-vae"
+
+
+@dataclass(config=STRICT)
+class LatentsConfig:
+    """Every clip's frames in the generator's crop, encoded once (`svp data latents`)."""
+
+    features_dir: str = "data/features"
+    vae_dir: str = "data/vae"
+    out_dir: str = "data/latents"
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=1)
+
+
+@dataclass(config=STRICT)
+class TrainDenoiserConfig:
+    """One of the paper's three training stages (`svp train stage1|stage2|stage3`)."""
+
+    stage: Literal[1, 2, 3] = 1
+    latents_dir: str = "data/latents"
+    features_dir: str = "data/features"
+    vae_dir: str = "data/vae"
+    init_dir: str | None = None  # the previous stage's denoiser (stages 2 and 3)
+    style_model: str | None = None  # stage 3: the style extractor (folder or models:/ URI)
+    out_dir: str = "data/denoiser_stage1"
+    checkpoint_dir: str = "data/denoiser_stage1_checkpoints"
+    report_dir: str = "reports/stage1"
+    frames: int = Field(1, ge=1)  # frames per training sample
+    batch_size: int = Field(16, ge=1)  # samples per step per worker
+    steps: int = Field(200, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    uncond_probability: float = Field(0.1, ge=0, le=1)  # all conditions dropped together
+    snr_gamma: float | None = 5.0  # min-SNR loss weighting (V-Express); null: plain MSE
+    eval_samples: int = Field(8, ge=1)  # the fixed held-out batch
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = 0
+    workers: int = Field(0, ge=0)
+    use_gpu: bool = False
+    bf16: bool = False  # bf16 autocast (GPUs)
+    gradient_checkpointing: bool = False
+    model_name: str = "svp-denoiser-stage1"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainDenoiserConfig:
+        if self.stage > 1 and not self.init_dir:
+            raise ValueError(f"stage {self.stage} needs init_dir (the previous stage's output)")
+        if self.stage == 3 and not self.style_model:
+            raise ValueError("stage 3 needs style_model (the trained style extractor)")
+        return self
+
+
+@dataclass(config=STRICT)
 class PipelineConfig:
     """The Prefect flow over `dvc.yaml`'s stages."""
 
@@ -178,6 +369,18 @@ class Params:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train_style: TrainStyleConfig = field(default_factory=TrainStyleConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train_vae: TrainVaeConfig = field(default_factory=TrainVaeConfig)
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    train_stage1: TrainDenoiserConfig = field(default_factory=TrainDenoiserConfig)
+    train_stage2: TrainDenoiserConfig = field(default_factory=lambda: TrainDenoiserConfig(
+        stage=2, init_dir="data/denoiser_stage1", out_dir="data/denoiser_stage2",
+        checkpoint_dir="data/denoiser_stage2_checkpoints", report_dir="reports/stage2",
+        frames=8, batch_size=2, model_name="svp-denoiser-stage2"))
+    train_stage3: TrainDenoiserConfig = field(default_factory=lambda: TrainDenoiserConfig(
+        stage=3, init_dir="data/denoiser_stage2", style_model="data/style",
+        out_dir="data/denoiser_stage3", checkpoint_dir="data/denoiser_stage3_checkpoints",
+        report_dir="reports/stage3", frames=8, batch_size=2, model_name="svp-denoiser-stage3"))
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,3 +181,21 @@ def test_changed_params_do_not_reuse_stale_clips(extracted, tmp_path):
     for path in (tmp_path / "features" / "clips").glob("*.parquet"):
         jpeg = pq.read_table(path, columns=["crop_jpeg"])["crop_jpeg"][0].as_py()
         assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (32, 32, 3)
+
+
+def test_changed_media_under_the_same_id_is_extracted_again(tiny_dataset, tmp_path):
+    """A regenerated dataset keeps its sample ids; features follow the bytes, not the names."""
+    source = tmp_path / "mead"
+    shutil.copytree(tiny_dataset, source)
+    cfg = config(manifest_of(source, tmp_path), tmp_path)
+    build_features(cfg)
+    clips = tmp_path / "features" / "clips"
+    before = {p.name: p.read_bytes() for p in clips.glob("*.parquet")}
+    wav = sorted(source.glob("W001/audio/*/level_*/*.wav"))[0]
+    with wave.open(str(wav)) as f:
+        samples = np.frombuffer(f.readframes(f.getnframes()), np.int16) / 32768
+    write_wav(wav, np.roll(samples, 800), 16000)  # the first clip now speaks 50 ms later
+    build_features(replace(cfg, manifest=str(manifest_of(source, tmp_path))))
+    after = {p.name: p.read_bytes() for p in clips.glob("*.parquet")}
+    changed = sorted(name for name in before if after[name] != before[name])
+    assert len(changed) == 1 and changed[0].startswith("W001")

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 import wave
 from dataclasses import replace
+from pathlib import Path
 
 import av
+import cv2
 import dlib
 import numpy as np
 import pytest
@@ -19,6 +25,7 @@ from components.synth.generate import ClipSpec, make_clip, plan_clips, synthesiz
 from tests.conftest import TINY
 
 PREDICTOR = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def sha(path) -> str:
@@ -135,3 +142,104 @@ def test_bad_synth_params_are_rejected():
         SynthConfig(emotions=["joyful"])
     with pytest.raises(ValueError, match="even"):
         SynthConfig(resolution=127)
+
+
+SYNTH_IN_A_SUBPROCESS = """
+import json, sys
+import cv2
+from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+from components.config import SynthConfig
+from components.synth.generate import synthesize_dataset
+cfg = SynthConfig(n_identities=2, emotions=["happy"], levels=[3], n_sentences=1, workers=2)
+synthesize_dataset(cfg, sys.argv[1])
+print(json.dumps({"numpy": [f for f in __cpu_dispatch__ if __cpu_features__.get(f)],
+                  "opencv": cv2.getCPUFeaturesLine()}))
+"""
+
+# ffmpeg as on a CPU without SIMD for x264 (which detects the CPU itself, ignoring -cpuflags)
+FFMPEG_WITHOUT_X264_ASM = """#!{python}
+import os, sys
+args = sys.argv[1:]
+if "-x264-params" in args:
+    args[args.index("-x264-params") + 1] += ":asm=0"
+elif "libx264" in args:
+    args[args.index("libx264") + 1:args.index("libx264") + 1] = ["-x264-params", "asm=0"]
+os.execv({ffmpeg!r}, [{ffmpeg!r}, *args])
+"""
+RESTRICTING = ("NPY_DISABLE_CPU_FEATURES", "OPENCV_CPU_DISABLE", "OPENBLAS_CORETYPE")
+
+
+def _dispatched_opencv(features_line: str) -> list[str]:
+    """OpenCV's run-time dispatched CPU features that are active ('*NAME', not '*NAME?')."""
+    return [f[1:] for f in features_line.split() if f.startswith("*") and not f.endswith("?")]
+
+
+def _synth_md5s(root: Path, env: dict[str, str]) -> tuple[dict[str, str], dict]:
+    run = subprocess.run([sys.executable, "-c", SYNTH_IN_A_SUBPROCESS, str(root)], cwd=REPO,
+                         env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    md5s = {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+    return md5s, json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_bytes_do_not_depend_on_the_cpus_simd(tmp_path):
+    """The same files, bit for bit, when numpy, OpenCV, OpenBLAS and x264 are kept off the SIMD
+    code they pick for this CPU (as on a machine with other instruction sets), for a user who never
+    ran espeak-ng before."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    default_env = {k: v for k, v in os.environ.items() if k not in RESTRICTING}
+    wrapper = tmp_path / "bin" / "ffmpeg"
+    wrapper.parent.mkdir()
+    wrapper.write_text(FFMPEG_WITHOUT_X264_ASM.format(python=sys.executable,
+                                                      ffmpeg=shutil.which("ffmpeg")))
+    wrapper.chmod(0o755)
+    numpy_simd = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
+    opencv_simd = _dispatched_opencv(cv2.getCPUFeaturesLine())
+    fresh_home = tmp_path / "home"  # and as on a fresh machine: libpulse's first run (see below)
+    fresh_home.mkdir()
+    restricted_env = {k: v for k, v in default_env.items() if not k.startswith(("XDG_", "PULSE"))}
+    restricted_env |= {
+        "HOME": str(fresh_home),
+        "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_simd),
+        "OPENCV_CPU_DISABLE": ",".join(opencv_simd),
+        "OPENBLAS_CORETYPE": "Prescott",
+        "PATH": f"{wrapper.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    default, default_cpu = _synth_md5s(tmp_path / "default", default_env)
+    restricted, restricted_cpu = _synth_md5s(tmp_path / "restricted", restricted_env)
+    assert default_cpu["numpy"] == numpy_simd  # this machine's kernels, then none of them
+    assert _dispatched_opencv(default_cpu["opencv"]) == opencv_simd
+    assert restricted_cpu["numpy"] == [] and _dispatched_opencv(restricted_cpu["opencv"]) == []
+    assert len(default) == 2 * 3 + 1  # two clips (mp4, wav, npz) and dataset.json
+    assert restricted == default, [k for k in default if restricted.get(k) != default[k]]
+
+
+def _speech_bytes(variant: str, home: Path, monkeypatch) -> bytes:
+    """One sentence from espeak-ng with `home` as the user's home (pulse's config lives there)."""
+    from components.synth.speech import SENTENCES, Voice, speak
+
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    samples = speak(SENTENCES[0], Voice("en-us", variant, 60, 160), 1.0, 0, 1.0, 1.0, 16000)
+    return samples.tobytes()
+
+
+def test_speech_does_not_depend_on_a_first_run_on_the_machine(tmp_path, monkeypatch):
+    """libpulse (loaded by espeak-ng) draws from rand() the first time it runs for a user, the
+    way a fresh machine runs it; voices whose breath noise also comes from rand() then change.
+    The generator's voices draw no random numbers, so a first run gives the same samples."""
+    from components.synth.speech import FEMALE_VARIANTS, MALE_VARIANTS
+
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    _speech_bytes("m1", warm, monkeypatch)  # pulse's first run for this home happens here
+    for variant in ("f3", *FEMALE_VARIANTS, *MALE_VARIANTS):
+        fresh = tmp_path / f"fresh-{variant}"
+        fresh.mkdir()
+        first_run = _speech_bytes(variant, fresh, monkeypatch)
+        assert (fresh / ".config" / "pulse").is_dir()  # the first-run path really ran
+        same = first_run == _speech_bytes(variant, warm, monkeypatch)
+        assert same == (variant != "f3"), variant  # f3 (breath noise) shows what it would do

@@ -2,7 +2,9 @@
 
 Writes `clips/<sample_id>.parquet` (one row per frame at `fps`, schema `CLIP_SCHEMA`) atomically,
 or `quarantine/<sample_id>.json` with the reason when the clip cannot give usable features (no
-face, silent audio, undecodable media, NaN). Never raises for a bad clip.
+face, silent audio, undecodable media, NaN). Never raises for a bad clip. Both record the
+manifest's `content_hash` of the media they came from: a clip whose media changed under the same
+`sample_id` is extracted again, never served stale.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.atomic import write_parquet, write_text
 from components.config import FeaturesConfig
@@ -37,6 +40,9 @@ CLIP_SCHEMA = pa.schema([
     ("head_pose", pa.list_(pa.float32(), 3)),  # yaw, pitch, roll in degrees (solvePnP)
     ("audio", pa.list_(pa.float16(), AUDIO_DIM)),  # Whisper (5 states, 2 steps, 384) per frame
 ])
+
+
+SOURCE_KEY = "svp.content_hash"  # Parquet metadata: the manifest content_hash a clip came from
 
 
 class Quarantined(Exception):
@@ -111,7 +117,7 @@ def compute_clip(row: dict, cfg: FeaturesConfig) -> pa.Table:
         raise Quarantined("non-finite values in the audio features or crop boxes")
 
     n = len(frames)
-    return pa.Table.from_pydict({
+    table = pa.Table.from_pydict({
         "sample_id": [row["sample_id"]] * n,
         "frame": np.arange(n, dtype=np.int32),
         "crop_jpeg": crops,
@@ -122,6 +128,7 @@ def compute_clip(row: dict, cfg: FeaturesConfig) -> pa.Table:
         "head_pose": list(pose),
         "audio": list(speech.astype(np.float16)),
     }, schema=CLIP_SCHEMA)
+    return table.replace_schema_metadata({SOURCE_KEY: row.get("content_hash") or ""})
 
 
 def clip_path(out_dir: Path, sample_id: str) -> Path:
@@ -132,20 +139,39 @@ def quarantine_path(out_dir: Path, sample_id: str) -> Path:
     return out_dir / "quarantine" / f"{sample_id}.json"
 
 
-def extract_clip(row: dict, cfg: FeaturesConfig, out_dir: str) -> dict:
-    """Process one clip unless already done; returns {sample_id, status, reason}."""
-    out = Path(out_dir)
-    done, bad = clip_path(out, row["sample_id"]), quarantine_path(out, row["sample_id"])
+def _source(row: dict) -> str:
+    return row.get("content_hash") or ""
+
+
+def current_result(out_dir: Path, row: dict) -> dict | None:
+    """This clip's result if it was made from the media the row names now, else None."""
+    done, bad = clip_path(out_dir, row["sample_id"]), quarantine_path(out_dir, row["sample_id"])
     if done.exists():
-        return {"sample_id": row["sample_id"], "status": "done", "reason": None}
+        made_from = (pq.read_schema(done).metadata or {}).get(SOURCE_KEY.encode(), b"").decode()
+        if made_from == _source(row):
+            return {"sample_id": row["sample_id"], "status": "done", "reason": None}
     if bad.exists():
-        return json.loads(bad.read_text())
+        result = json.loads(bad.read_text())
+        if result.get("content_hash", "") == _source(row):
+            return {k: result[k] for k in ("sample_id", "status", "reason")}
+    return None
+
+
+def extract_clip(row: dict, cfg: FeaturesConfig, out_dir: str) -> dict:
+    """Process one clip unless already done from the same media; returns {sample_id, status,
+    reason}."""
+    out = Path(out_dir)
+    if (result := current_result(out, row)) is not None:
+        return result
+    done, bad = clip_path(out, row["sample_id"]), quarantine_path(out, row["sample_id"])
     try:
         write_parquet(done, compute_clip(row, cfg))
+        bad.unlink(missing_ok=True)
         return {"sample_id": row["sample_id"], "status": "done", "reason": None}
     except Quarantined as why:
         result = {"sample_id": row["sample_id"], "status": "quarantined", "reason": str(why)}
-        write_text(bad, json.dumps(result) + "\n")
+        write_text(bad, json.dumps(result | {"content_hash": _source(row)}) + "\n")
+        done.unlink(missing_ok=True)
         return result
     except SvpError:
         raise  # a setup problem (missing weights, bad path): every clip would fail

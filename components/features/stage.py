@@ -40,7 +40,7 @@ from components.features.expression import (
     identity_mean_shape,
     load_3dmm,
 )
-from components.features.extract import clip_path, extract_clip
+from components.features.extract import clip_path, current_result, extract_clip
 from components.paths import absolute, with_absolute_media
 from components.progress import pool_map, progress
 from components.tracking import log_stage
@@ -93,7 +93,7 @@ def _reset_if_inputs_changed(out: Path, cfg: FeaturesConfig) -> None:
 def extract_all(cfg: FeaturesConfig, rows: list[dict]) -> list[dict]:
     out = absolute(cfg.out_dir)
     rows = [with_absolute_media(r) for r in rows]  # workers may run anywhere, in any folder
-    todo = [r for r in rows if not clip_path(out, r["sample_id"]).exists()]
+    todo = [r for r in rows if current_result(out, r) is None]
     log.info("%d clips, %d to extract", len(rows), len(todo))
     if os.environ.get("RAY_ADDRESS"):
         results = progress(run_on_ray(extract_clip, todo, cfg, str(out)), len(todo),

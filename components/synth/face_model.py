@@ -13,6 +13,7 @@ speaking habits). The expression vector is what the generator stores as ground-t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from components.face_template import (
     TEMPLATE,
     UPPER_LIDS,
 )
+from components.synth.exact import elementwise, matmul, transform, weighted_sum
 
 CONTROLS = (
     "jaw_open", "lip_stretch", "lip_corner_up", "lip_corner_asym", "upper_lip_raise",
@@ -225,10 +227,17 @@ def speaking_habits(rng: np.random.Generator) -> SpeakingHabits:
 
 
 def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """`np.convolve(x, hann, "same")` for an odd `width`, without BLAS (whose dot product rounds
+    per CPU model): the shifted copies are added in a fixed order."""
     if width <= 1:
         return x
-    kernel = np.hanning(width + 2)[1:-1]
-    return np.convolve(x, kernel / kernel.sum(), mode="same")
+    m = width + 2  # np.hanning(m)[1:-1], its cosines from the C library
+    kernel = (0.5 + 0.5 * elementwise(math.cos, np.pi * np.arange(1 - m, m, 2) / (m - 1)))[1:-1]
+    kernel = kernel / kernel.sum()
+    n, half = len(x), (width - 1) // 2
+    padded = np.concatenate([np.zeros(width), np.asarray(x, np.float64), np.zeros(width)])
+    shifted = [padded[width + half - k:width + half - k + n] for k in range(width)]
+    return weighted_sum(kernel, shifted)
 
 
 def expression_track(
@@ -251,7 +260,9 @@ def expression_track(
     static = static + rng.normal(0, 0.05, N_CONTROLS) * (static != 0)
     track = np.tile(static, (n, 1))
     col = CONTROLS.index
-    talk = habits.mouth_gain * style.mouth_gain * _smooth(energy, 3) ** 0.8
+    # math.pow, not `** 0.8`: numpy's power kernel differs on AVX-512 machines
+    talk = habits.mouth_gain * style.mouth_gain * elementwise(lambda v: math.pow(v, 0.8),
+                                                              _smooth(energy, 3))
     track[:, col("jaw_open")] += 0.6 * talk
     track[:, col("lip_stretch")] += 0.35 * talk * np.clip(brightness, 0, 1)
     track[:, col("lip_pucker")] += 0.5 * talk * np.clip(-brightness, 0, 1)
@@ -281,8 +292,8 @@ def head_pose_track(
     for axis, weight in enumerate((1.0, 0.6, 0.4)):
         f1, f2 = habits.head_motion_hz * rng.uniform(0.8, 1.25, size=2) * (1.0, 2.3)
         p1, p2 = rng.uniform(0, 2 * np.pi, size=2)
-        pose[:, axis] = amp * weight * (0.7 * np.sin(2 * np.pi * f1 * t + p1)
-                                        + 0.3 * np.sin(2 * np.pi * f2 * t + p2))
+        pose[:, axis] = amp * weight * (0.7 * elementwise(math.sin, 2 * np.pi * f1 * t + p1)
+                                        + 0.3 * elementwise(math.sin, 2 * np.pi * f2 * t + p2))
     nod = np.diff(_smooth(energy, 5), prepend=energy[:1])
     pose[:, 1] += habits.head_nod_gain * style.head_motion_gain * _smooth(nod, 5) * 4
     pose[:, 1] += style.head_pitch_deg
@@ -293,11 +304,11 @@ def head_pose_track(
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Rotation matrix for degrees of yaw (about y; positive turns the nose to the image's
     right), pitch (about x; positive looks down) and roll (about z)."""
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
+    y, p, r = (math.radians(float(v)) for v in (yaw, pitch, roll))
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return matmul(matmul(rz, rx), ry)
 
 
 PIVOT = np.array([0.0, 0.35, -0.45])  # roughly the top of the neck, behind the jaw
@@ -305,4 +316,9 @@ PIVOT = np.array([0.0, 0.35, -0.45])  # roughly the top of the neck, behind the 
 
 def pose_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Rotate 3-D face-unit points (N, 3) by a head pose about the neck pivot."""
-    return (points - PIVOT) @ rotation(*pose).T + PIVOT
+    return transform(points - PIVOT, rotation(*pose)) + PIVOT
+
+
+def deform(shape: np.ndarray, expression: np.ndarray) -> np.ndarray:
+    """`shape + expression @ BASIS`: the neutral shape (68, 3) moved by the expression controls."""
+    return shape + weighted_sum(expression, BASIS)

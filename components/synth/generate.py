@@ -8,7 +8,9 @@ Layout under `out_dir` (the same as MEAD's, plus a ground-truth sidecar per clip
     dataset.json                                       the config and the clip count
 
 Each clip is a pure function of (seed, identity, emotion, level, sentence), so a rerun writes the
-same bytes and an interrupted run resumes at the first missing clip.
+same bytes and an interrupted run resumes at the first missing clip. The bytes do not depend on
+the CPU either (see `components/synth/exact.py`): the float tracks and landmarks sit on fixed
+grids (`*_BITS`), OpenCV draws with its baseline code and ffmpeg/x264 encode CPU-independently.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from components.config import MEAD_EMOTIONS, SynthConfig
 from components.errors import SvpError
 from components.progress import pool_map
 from components.synth import face_model as fm
+from components.synth.exact import snap
 from components.synth.render import (
     Look,
     background,
+    cpu_independent_opencv,
     head_outline_points,
     random_look,
     render_frame,
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 
 FACE_UNIT = 0.5  # face width as a share of the frame
 BODY = np.array([[-0.35, 0.8], [0.35, 0.8], [1.0, 1.15], [1.2, 1.6], [-1.2, 1.6], [-1.0, 1.15]])
+# Fixed grids (multiples of 2**-bits) for every float that is stored or drawn: a last-bit
+# difference cannot move a value off its grid point, and float32 holds them exactly.
+EXPRESSION_BITS = 16  # controls, about 1.5e-5
+POSE_BITS = 12  # degrees, about 2.4e-4
+PIXEL_BITS = 5  # 1/32 pixel: the drawing's own precision (4 fractional bits at 2x supersampling)
 
 
 @dataclass(frozen=True)
@@ -114,15 +123,15 @@ def animate(identity: Identity, spec: ClipSpec, cfg: SynthConfig):
     energy, tilt = frame_features(audio, cfg.sample_rate, cfg.fps, n_frames)
     expression = fm.expression_track(style, identity.habits, energy, tilt, cfg.fps, rng)
     pose = fm.head_pose_track(style, identity.habits, energy, cfg.fps, rng)
-    return text, audio, expression, pose
+    return text, audio, snap(expression, EXPRESSION_BITS), snap(pose, POSE_BITS)
 
 
 def project(points: np.ndarray, pose: np.ndarray, identity: Identity, size: int) -> np.ndarray:
-    """Posed face-unit points (N, 3) to pixel coordinates (N, 2)."""
+    """Posed face-unit points (N, 3) to pixel coordinates (N, 2), on the 2**-PIXEL_BITS grid."""
     unit = FACE_UNIT * size
     centre = np.array([0.5 + identity.offset[0], 0.47 + identity.offset[1]]) * size
     centre = centre + [0.002 * pose[0] * size, 0.0]  # the head sways a little with its turn
-    return centre + unit * fm.pose_points(points, pose)[:, :2]
+    return snap(centre + unit * fm.pose_points(points, pose)[:, :2], PIXEL_BITS)
 
 
 def render_clip(identity: Identity, expression: np.ndarray, pose: np.ndarray, size: int):
@@ -131,26 +140,34 @@ def render_clip(identity: Identity, expression: np.ndarray, pose: np.ndarray, si
     backdrop = background(identity.look, size)
     unit = FACE_UNIT * size
     centre = np.array([0.5 + identity.offset[0], 0.47 + identity.offset[1]]) * size
-    body = centre + unit * BODY
+    body = snap(centre + unit * BODY, PIXEL_BITS)
     frames = np.empty((len(pose), size, size, 3), np.uint8)
     landmarks = np.empty((len(pose), 68, 2), np.float32)
-    for t in range(len(pose)):
-        shape = identity.shape + np.tensordot(expression[t], fm.BASIS, axes=1)
-        lm = project(shape, pose[t], identity, size)
-        posed = {k: project(v, pose[t], identity, size) for k, v in outline.items()}
-        frames[t] = render_frame(lm, posed, body, identity.look, backdrop, unit)
-        landmarks[t] = lm
+    ends = np.cumsum([68] + [len(v) for v in outline.values()])
+    with cpu_independent_opencv():
+        for t in range(len(pose)):  # one projection per frame for the face and its outline
+            points = np.vstack([fm.deform(identity.shape, expression[t]), *outline.values()])
+            lm, *parts = np.split(project(points, pose[t], identity, size), ends[:-1])
+            posed = dict(zip(outline, parts, strict=True))
+            frames[t] = render_frame(lm, posed, body, identity.look, backdrop, unit)
+            landmarks[t] = lm
     return frames, landmarks
 
 
 def encode_mp4(frames: np.ndarray, wav: Path, out: Path, fps: int) -> None:
-    """H.264 (yuv420p) with the wav muxed in as AAC; bit-exact flags keep reruns identical."""
+    """H.264 (yuv420p) with the wav muxed in as AAC; bit-exact flags keep reruns identical.
+
+    The bytes do not depend on the CPU: `-cpuflags 0` keeps ffmpeg's own libraries on their C code
+    (swscale's SIMD RGB->YUV conversion rounds differently from it), and x264's `cpu-independent`
+    makes it pick the same algorithms on every CPU (its default output changes with the CPU's
+    instruction sets, measured by switching its assembly off)."""
     size = frames.shape[1]
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y",
+        "ffmpeg", "-nostdin", "-v", "error", "-y", "-cpuflags", "0",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}", "-r", str(fps),
         "-i", "pipe:0", "-i", str(wav), "-map", "0:v", "-map", "1:a",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+        "-x264-params", "cpu-independent=1", "-sws_flags", "bicubic+accurate_rnd+bitexact",
         "-threads", "1", "-c:a", "aac", "-b:a", "64k",
         "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
         "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out),
@@ -165,7 +182,9 @@ def encode_mp4(frames: np.ndarray, wav: Path, out: Path, fps: int) -> None:
 
 def write_sidecar(path: Path, **arrays) -> None:
     """Ground truth as a plain npz (no pickles): landmarks (T,68,2) px in iBUG order, pose (T,3)
-    yaw/pitch/roll degrees, expression (T,K) over `expression_names`, and the labels."""
+    yaw/pitch/roll degrees, expression (T,K) over `expression_names`, and the labels. The floats
+    are float32 on the grids above (1/32 px, 2**-12 degree, 2**-16), so float32 holds them
+    exactly and the landmarks are exactly where the face was drawn."""
     with open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
 

@@ -7,11 +7,15 @@ never from the emotion.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from components.synth.exact import elementwise, hypot
 from components.synth.face_model import INNER_LIPS, OUTER_LIPS
 
 SUPERSAMPLE = 2
@@ -64,7 +68,7 @@ def random_look(rng: np.random.Generator) -> Look:
 def head_outline_points(look: Look) -> dict[str, np.ndarray]:
     """Render-only 3-D points (face units) that move with the head: hair, hairline, ears, neck."""
     temple_y = -0.231
-    cos, sin = np.cos(_ARC), np.sin(_ARC)
+    cos, sin = elementwise(math.cos, _ARC), elementwise(math.sin, _ARC)
     hair_top = np.column_stack([0.56 * cos, temple_y - look.hair_height * sin, -0.2 * sin - 0.25])
     sides = np.array([[-0.58, look.hair_length, -0.35], [0.58, look.hair_length, -0.35]])
     hair = np.vstack([sides[1:], hair_top, sides[:1]])
@@ -73,6 +77,24 @@ def head_outline_points(look: Look) -> dict[str, np.ndarray]:
     ears = [np.column_stack([ear * [sx, 1], np.full(5, -0.38)]) for sx in (1, -1)]
     neck = np.array([[-0.2, 0.4, -0.3], [0.2, 0.4, -0.3], [0.22, 1.3, -0.3], [-0.22, 1.3, -0.3]])
     return {"hair": hair, "hairline": hairline, "ear_r": ears[0], "ear_l": ears[1], "neck": neck}
+
+
+@contextmanager
+def cpu_independent_opencv() -> Iterator[None]:
+    """Draw with OpenCV's baseline (SSE2/SSE3) code, the same on every x86-64 CPU: the AVX2 and
+    AVX-512 kernels it picks at run time (and Intel IPP's) round blurs and resizes differently.
+    The settings are restored after. The thread count is left alone: these operations give the
+    same pixels on 1, 2 or 8 threads (measured), and `cv2.setNumThreads` in a forked pool worker
+    whose parent had used OpenCV's thread pool hangs in pthread_cond_destroy."""
+    optimized, ipp = cv2.useOptimized(), cv2.ipp.useIPP()
+    opencl = cv2.ocl.useOpenCL()
+    cv2.setUseOptimized(False)  # also switches IPP and OpenCL off
+    try:
+        yield
+    finally:
+        cv2.setUseOptimized(optimized)
+        cv2.ipp.setUseIPP(ipp)
+        cv2.ocl.setUseOpenCL(opencl)
 
 
 def background(look: Look, size: int) -> np.ndarray:
@@ -180,7 +202,7 @@ def render_frame(
             local = pts - offset
             _fill(canvas, local, (235, 232, 225))
             centre = tuple(np.round(local.mean(0) * 16).astype(int))
-            radius = 0.45 * np.linalg.norm(local[3] - local[0])
+            radius = 0.45 * hypot(*(local[3] - local[0]))
             cv2.circle(canvas, centre, int(radius * 16), _colour(look.iris), -1, cv2.LINE_AA,
                        shift=4)
             cv2.circle(canvas, centre, int(radius * 0.45 * 16), (10, 10, 10), -1, cv2.LINE_AA,

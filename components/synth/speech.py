@@ -14,6 +14,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from components.errors import SvpError
+from components.synth.exact import snap
 
 SENTENCES = (
     "She packed the blue boxes before the morning train left the station.",
@@ -31,19 +32,27 @@ SENTENCES = (
 )
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us")
+# Voice variants whose synthesis draws no random numbers. espeak-ng 1.51 makes the breath noise
+# of variants with a `breath` line (f2, f3, f5) from the C library's rand(), and the same process
+# shares rand() with libpulse (loaded through libpcaudio even for --stdout), which on its first
+# run on a machine (no ~/.config/pulse yet) draws from it to name its runtime folder: the first
+# clips a fresh machine rendered then carried other breath noise, so other bytes.
+FEMALE_VARIANTS = ("f1", "f4", "belinda", "linda")
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6")
 LEAD_IN_S = 0.2  # silence before and after the sentence: the mouth starts and ends closed
 
 
 @dataclass(frozen=True)
 class Voice:
     accent: str
-    variant: str  # espeak-ng voice variant, e.g. "m3" or "f2"
+    variant: str  # espeak-ng voice variant, e.g. "m3" or "f4"
     pitch: float  # 0..99
     words_per_minute: float
 
 
 def random_voice(rng: np.random.Generator, female: bool) -> Voice:
-    variant = f"f{rng.integers(1, 5)}" if female else f"m{rng.integers(1, 7)}"
+    variants = FEMALE_VARIANTS if female else MALE_VARIANTS
+    variant = variants[rng.integers(len(variants))]
     return Voice(
         accent=ACCENTS[rng.integers(len(ACCENTS))],
         variant=variant,
@@ -99,7 +108,8 @@ def write_wav(path, samples: np.ndarray, sample_rate: int) -> None:
 
 def frame_features(samples: np.ndarray, sample_rate: int, fps: float, n_frames: int):
     """Per video frame: loudness in 0..1 (RMS over the clip's 95th percentile) and spectral
-    tilt in -1..1 (high-band minus low-band energy share: + for 's', 'ee'; - for 'oo')."""
+    tilt in -1..1 (high-band minus low-band energy share: + for 's', 'ee'; - for 'oo'), both on
+    a 2**-16 grid."""
     hop = sample_rate / fps
     energy, tilt = np.zeros(n_frames), np.zeros(n_frames)
     freqs = np.fft.rfftfreq(int(hop), 1 / sample_rate)
@@ -108,8 +118,9 @@ def frame_features(samples: np.ndarray, sample_rate: int, fps: float, n_frames: 
         if len(chunk) < 8:
             continue
         energy[i] = np.sqrt(np.mean(chunk**2))
-        spectrum = np.abs(np.fft.rfft(chunk, n=int(hop))) ** 2
+        bins = np.fft.rfft(chunk, n=int(hop))
+        spectrum = bins.real**2 + bins.imag**2  # not np.abs(): its SIMD kernel rounds per CPU
         total = spectrum.sum() + 1e-12
         tilt[i] = (spectrum[freqs > 2500].sum() - spectrum[freqs < 700].sum()) / total
     scale = np.percentile(energy, 95) + 1e-8
-    return np.clip(energy / scale, 0, 1), np.clip(tilt, -1, 1)
+    return snap(np.clip(energy / scale, 0, 1), 16), snap(np.clip(tilt, -1, 1), 16)
