@@ -171,6 +171,7 @@ class VaeConfig:
     layers_per_block: int = Field(1, ge=1)
     latent_channels: int = Field(4, ge=1)
     norm_num_groups: int = Field(16, ge=1)
+    mid_block_attention: bool = False  # SD's VAE: true
 
 
 @dataclass(config=STRICT)
@@ -215,12 +216,11 @@ class MotionConfig:
 
 @dataclass(config=STRICT)
 class AudioProjectionConfig:
-    """Per-frame audio tokens from the frame's Whisper window (a Perceiver resampler)."""
+    """Per-frame audio tokens from the frame's Whisper window (an MLP, as Hallo's)."""
 
     window_s: float = Field(0.2, gt=0)  # 0.2 s: 5 frames at 25 fps, 10 Whisper steps
-    hidden_dim: int = Field(128, ge=8)
-    depth: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
+    vector_dim: int = Field(16, ge=1)  # each Whisper vector projected to this first
+    hidden_dim: int = Field(256, ge=8)
     n_tokens: int = Field(5, ge=1)
 
 
@@ -291,10 +291,13 @@ class TrainVaeConfig:
     out_dir: str = "data/vae"
     checkpoint_dir: str = "data/vae_checkpoints"
     report_dir: str = "reports/vae"
-    steps: int = Field(400, ge=1)
-    batch_size: int = Field(32, ge=1)
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
     kl_weight: float = Field(1e-6, ge=0)
+    procedural_faces: int = Field(2400, ge=0)  # stills of unseen procedural identities: half
+    # of every batch (embedded profile; 0 = training crops only)
     eval_frames: int = Field(256, ge=1)  # held-out frames for the reconstruction PSNR
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
@@ -311,7 +314,9 @@ class LatentsConfig:
     vae_dir: str = "data/vae"
     out_dir: str = "data/latents"
     batch_size: int = Field(64, ge=1)
-    workers: int = Field(2, ge=1)
+    procedural_identities: int = Field(400, ge=0)  # still shots of unseen procedural faces
+    procedural_frames: int = Field(4, ge=2)  # stills per procedural identity
+    use_gpu: bool = False
 
 
 @dataclass(config=STRICT)
@@ -322,18 +327,25 @@ class TrainDenoiserConfig:
     latents_dir: str = "data/latents"
     features_dir: str = "data/features"
     vae_dir: str = "data/vae"
+    vae_metrics: str = "reports/vae/metrics.json"  # its reconstruction PSNR: the ceiling
     init_dir: str | None = None  # the previous stage's denoiser (stages 2 and 3)
     style_model: str | None = None  # stage 3: the style extractor (folder or models:/ URI)
     out_dir: str = "data/denoiser_stage1"
     checkpoint_dir: str = "data/denoiser_stage1_checkpoints"
     report_dir: str = "reports/stage1"
     frames: int = Field(1, ge=1)  # frames per training sample
+    image_steps: int = Field(0, ge=0)  # the first steps train on single frames instead
+    image_batch_size: int = Field(16, ge=1)  # (image_batch_size of them per step)
+    procedural_share: float = Field(0.0, ge=0, le=1)  # samples from the procedural identities
     batch_size: int = Field(16, ge=1)  # samples per step per worker
     steps: int = Field(200, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
+    motion_lr_scale: float = Field(1.0, gt=0)  # the motion modules' lr, relative to lr
     uncond_probability: float = Field(0.1, ge=0, le=1)  # all conditions dropped together
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (V-Express); null: plain MSE
+    mouth_loss_weight: float = Field(0.0, ge=0)  # extra loss weight inside the mouth box
+    # (V-Express's lip_loss_weight - 1: the box of landmarks 48-67, twice its size)
     eval_samples: int = Field(8, ge=1)  # the fixed held-out batch
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 0

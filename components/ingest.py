@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -163,11 +164,12 @@ def ingest(cfg: IngestConfig, source: str | Path | None = None,
 def ingest_stage(cfg: IngestConfig, source: str | Path | None = None,
                  manifest: str | Path | None = None) -> pa.Table:
     """The DVC stage `ingest`: write the manifest, then track the run in MLflow."""
+    started = time.time()
     table = ingest(cfg, source, manifest)
     rows = table.select(["probe_error", "layout_problem", "split"]).to_pylist()
     log_stage("svp-data", "ingest", asdict(cfg) | {"source": str(source or cfg.source)}, {
         "n_samples": len(rows),
         "n_unreadable": sum(r["probe_error"] is not None for r in rows),
         "n_layout_problems": sum(r["layout_problem"] is not None for r in rows),
-        "n_test_samples": sum(r["split"] == "test" for r in rows)}, [])
+        "n_test_samples": sum(r["split"] == "test" for r in rows)}, [], started=started)
     return table

@@ -91,8 +91,10 @@ class StageRun:
 
 
 def open_stage_run(experiment: str, stage: str, params: dict,
-                   tags: dict | None = None, root: str | Path = ".") -> StageRun:
-    """A new run in `experiment` named after the stage, with its params logged in batches."""
+                   tags: dict | None = None, root: str | Path = ".",
+                   started: float | None = None) -> StageRun:
+    """A new run in `experiment` named after the stage, with its params logged in batches;
+    `started` (seconds since the epoch) back-dates its start to when the stage's work began."""
     import mlflow
     from mlflow.entities import Param
 
@@ -104,7 +106,8 @@ def open_stage_run(experiment: str, stage: str, params: dict,
     found = client.get_experiment_by_name(experiment)
     experiment_id = (found.experiment_id if found else
                      client.create_experiment(experiment, artifact_location=artifact_location))
-    run = client.create_run(experiment_id, run_name=stage, tags={
+    run = client.create_run(experiment_id, run_name=stage, start_time=None if started is None
+                            else int(started * 1000), tags={
         "svp.stage": stage, "git.commit": git_commit(root) or "unknown", **(tags or {})})
     flat = [Param(k, str(v)[:6000]) for k, v in sorted(_flatten(params).items())]
     for start in range(0, len(flat), BATCH):
@@ -114,9 +117,10 @@ def open_stage_run(experiment: str, stage: str, params: dict,
 
 def log_stage(experiment: str, stage: str, params: dict, metrics: dict,
               artifacts: list[str | Path], tags: dict | None = None,
-              root: str | Path = ".") -> StageRun:
-    """One finished run holding a stage's params, final metrics and files."""
-    run = open_stage_run(experiment, stage, params, tags, root)
+              root: str | Path = ".", started: float | None = None) -> StageRun:
+    """One finished run holding a stage's params, final metrics and files, spanning the stage's
+    work from `started` (`time.time()` when it began)."""
+    run = open_stage_run(experiment, stage, params, tags, root, started)
     run.log_metrics({k: v for k, v in _flatten(metrics).items()
                      if isinstance(v, int | float) and not isinstance(v, bool)})
     run.log_artifacts([p for p in artifacts if Path(p).exists()])

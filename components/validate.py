@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -160,9 +161,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><bo
 
 def validate_stage(cfg: ValidateConfig, manifest: str | Path | None = None) -> dict:
     """The DVC stage `validate`: validate, track the run in MLflow, then apply the threshold."""
+    started = time.time()
     metrics = validate(cfg, manifest)
     report = Path(cfg.report_dir)
     log_stage("svp-data", "validate", asdict(cfg), metrics,
-              [report / "report.html", report / "metrics.json"])
+              [report / "report.html", report / "metrics.json"], started=started)
     enforce_threshold(metrics, cfg)
     return metrics

@@ -19,7 +19,8 @@ data_app = typer.Typer(help="Dataset stages: synth, ingest, validate, features."
                        no_args_is_help=True)
 pipeline_app = typer.Typer(help="Run or schedule the whole DVC pipeline with Prefect.",
                            no_args_is_help=True)
-train_app = typer.Typer(help="Training stages: style.", no_args_is_help=True)
+train_app = typer.Typer(help="Training stages: style, vae, stage1, stage2, stage3.",
+                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(pipeline_app, name="pipeline")
@@ -82,6 +83,60 @@ def train_style(params: ParamsOption = Path("params.yaml")):
     typer.echo(f"style extractor v{result['registered_version']}: clustering strength "
                f"exp {strength['exp']:.2f}, audio {strength['audio']:.2f}, both "
                f"{strength['both']:.2f} (random init both {result['random_init']['both']:.2f})")
+
+
+@data_app.command("latents")
+def latents(params: ParamsOption = Path("params.yaml")):
+    """Cut every clip in the generator's crop and encode its frames with the VAE, once."""
+    from components.diffusion.latents import build_latents
+
+    loaded = load_params(params)
+    result = build_latents(loaded.latents, loaded.diffusion)
+    typer.echo(f"latents: {result['n_clips']} clips, {result['n_frames']} frames of "
+               f"{result['latent_shape']} in {loaded.latents.out_dir}")
+
+
+@train_app.command("vae")
+def train_vae(params: ParamsOption = Path("params.yaml")):
+    """Train the embedded VAE (or adopt diffusion.vae.pretrained), measure it, register it."""
+    from components.diffusion.vae_training import train_vae as run_training
+
+    loaded = load_params(params)
+    result = run_training(loaded.train_vae, loaded.diffusion)
+    typer.echo(f"vae v{result['registered_version']}: reconstruction PSNR "
+               f"{result['reconstruction_psnr']:.2f} dB on held-out crops")
+
+
+def _report_stage(result: dict) -> None:
+    checks = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["learned"].items())
+    typer.echo(f"{result['model_name']} v{result['registered_version']}: {checks}")
+
+
+@train_app.command("stage1")
+def train_stage1(params: ParamsOption = Path("params.yaml")):
+    """Stage 1: single frames; UNet, ReferenceNet and Head-Kps guider train."""
+    from components.diffusion.stage import train_denoiser
+
+    loaded = load_params(params)
+    _report_stage(train_denoiser(loaded.train_stage1, loaded.diffusion))
+
+
+@train_app.command("stage2")
+def train_stage2(params: ParamsOption = Path("params.yaml")):
+    """Stage 2: 8-frame windows; motion modules and audio layers train, the rest frozen."""
+    from components.diffusion.stage import train_denoiser
+
+    loaded = load_params(params)
+    _report_stage(train_denoiser(loaded.train_stage2, loaded.diffusion))
+
+
+@train_app.command("stage3")
+def train_stage3(params: ParamsOption = Path("params.yaml")):
+    """Stage 3: cross-emotion windows; only the style attention and projection train."""
+    from components.diffusion.stage import train_denoiser
+
+    loaded = load_params(params)
+    _report_stage(train_denoiser(loaded.train_stage3, loaded.diffusion))
 
 
 @pipeline_app.command("stages")

@@ -40,3 +40,26 @@ def test_bad_params_are_one_line_errors(tmp_path, text, message):
 def test_missing_params_file(tmp_path):
     with pytest.raises(SvpError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_the_full_profile_is_params_only():
+    """`profiles/full.args` (for `dvc exp run -S`) names existing keys and gives valid params."""
+    from pathlib import Path
+
+    import yaml
+
+    from components.config import Params
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for line in (root / "profiles/full.args").read_text().split():
+        key, value = line.split("=", 1)
+        *path, last = key.split(".")
+        node = params
+        for part in path:
+            node = node[part]
+        assert last in node, f"{key}: not in params.yaml"
+        node[last] = yaml.safe_load(value)
+    full = Params(**params)
+    assert full.diffusion.resolution == 512 and full.diffusion.unet.cross_attention_dim == 768
+    assert full.diffusion.style.style_dim == full.train_style.d_model

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from components.dvc_pipeline import stage_order
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
+from tests.test_diffusion_stages import DIFFUSION, STAGE
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,6 +50,12 @@ def project(tmp_path_factory) -> Path:
     params["ingest"]["split"]["n_test_identities"] = 1
     params["train_style"].update(steps=20, checkpoint_every=10, d_model=32, n_layers=1,
                                  groups_per_batch=4, windows_per_group=3, window=32)
+    params["diffusion"] = DIFFUSION
+    params["train_vae"].update(steps=4, batch_size=4, checkpoint_every=2, procedural_faces=8,
+                               eval_frames=8)
+    params["latents"].update(procedural_identities=2, procedural_frames=2, batch_size=16)
+    for n, frames in ((1, 1), (2, 4), (3, 4)):
+        params[f"train_stage{n}"].update(STAGE, steps=2, frames=frames, image_steps=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     sh("git", "init", "-q", cwd=root)
@@ -57,15 +64,18 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+STAGES = ["synth", "ingest", "validate", "features", "train_vae", "latents", "train_stage1",
+          "train_style", "train_stage2", "train_stage3"]  # DVC's topological order
+
+
 def test_stage_order_comes_from_dvc(project):
-    assert stage_order(project) == ["synth", "ingest", "validate", "features", "train_style"]
+    assert stage_order(project) == STAGES
 
 
 def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness):
     from flows.pipeline import svp_pipeline
 
-    assert svp_pipeline(root=str(project)) == ["synth", "ingest", "validate", "features",
-                                               "train_style"]
+    assert svp_pipeline(root=str(project)) == STAGES
     assert len(list((project / "data/synth").rglob("*.mp4"))) == 12
     assert (project / "data/validated/manifest.parquet").exists()
     assert (project / "reports/validate/report.html").exists()
@@ -77,10 +87,12 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     assert (project / "dvc.lock").read_text() == lock
     assert svp_pipeline(root=str(project)) == []  # the flow skips unchanged stages too
     client = MlflowClient(f"sqlite:///{project / '.svp/mlflow.db'}")
-    assert len(client.search_model_versions("name='svp-style-extractor'")) == 1  # not again
+    for name in ("svp-style-extractor", "svp-vae", "svp-denoiser-stage1", "svp-denoiser-stage2",
+                 "svp-denoiser-stage3"):
+        assert len(client.search_model_versions(f"name='{name}'")) == 1  # not again
     experiments = [e.experiment_id for e in client.search_experiments()]
     tracked = [r.data.tags["svp.stage"] for r in client.search_runs(experiments)]
-    assert sorted(tracked) == ["features", "ingest", "synth", "train_style", "validate"]
+    assert sorted(tracked) == sorted(STAGES)
     assert (project / "reports/style/clustering.json").exists()
 
     # a changed param reruns only the stages that read it

@@ -45,3 +45,13 @@ def to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     """Frame-pixel points (..., 2) into crop pixels."""
     x0, y0, side = box
     return ((points - [x0, y0]) * (size / side)).astype(np.float32)
+
+
+def union_box(boxes: np.ndarray) -> np.ndarray:
+    """The square (x0, y0, side) around the union of boxes (T, 3): one still camera framing
+    every one of them."""
+    lo = boxes[:, :2].min(0)
+    hi = (boxes[:, :2] + boxes[:, 2:3]).max(0)
+    side = float((hi - lo).max())
+    centre = (lo + hi) / 2
+    return np.array([centre[0] - side / 2, centre[1] - side / 2, side], np.float32)

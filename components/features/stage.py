@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -250,10 +251,11 @@ def build_features(cfg: FeaturesConfig) -> dict:
 
 def features_stage(cfg: FeaturesConfig) -> dict:
     """The DVC stage `features`: build the features, then track the run in MLflow."""
+    started = time.time()
     metrics = build_features(cfg)
     report = Path(cfg.report_dir)
     log_stage("svp-data", "features",
               {"landmarks": cfg.landmarks, "expression": cfg.expression,
                "crop_size": cfg.crop_size, "whisper": cfg.whisper_checkpoint or "stand-in"},
-              metrics, [report / "metrics.json", report / "checks.json"])
+              metrics, [report / "metrics.json", report / "checks.json"], started=started)
     return metrics

@@ -49,7 +49,8 @@ def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
     params and the same features; otherwise start over."""
     features = Path(cfg.features_dir)
     digest = hashlib.sha256()
-    for name in ("index.parquet", "expression.parquet"):
+    for name in ("config.json", "index.parquet", "expression.parquet"):  # config.json: the
+        # features' params and code version, which change the audio even when the rest stays
         if (features / name).is_file():
             digest.update((features / name).read_bytes())
     recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}

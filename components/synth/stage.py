@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from components.tracking import log_stage
 
 
 def synth_stage(cfg: SynthConfig, out_dir: str | Path | None = None) -> dict:
+    started = time.time()
     meta = synthesize_dataset(cfg, out_dir)
     root = Path(out_dir or cfg.out_dir)
     log_stage("svp-data", "synth", asdict(cfg) | {"out_dir": str(root)},
               {"n_clips": meta["n_clips"], "n_identities": len(meta["identities"])},
-              [root / "dataset.json"])
+              [root / "dataset.json"], started=started)
     return meta

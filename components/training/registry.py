@@ -57,3 +57,18 @@ def load_pretrained(model_class: type[ModelMixin], folder: str | Path) -> ModelM
     """A `save_pretrained` folder back as `model_class` (safetensors only), in eval mode."""
     return model_class.from_pretrained(str(folder), use_safetensors=True,
                                        low_cpu_mem_usage=False).eval()
+
+
+def load_model_from(source: str | Path, model_class: type[ModelMixin]) -> ModelMixin:
+    """A `save_pretrained` folder, or a registry URI (`models:/<name>/<version>`, `@<alias>`)."""
+    from components.errors import SvpError
+
+    if str(source).startswith("models:/"):
+        try:
+            return load_registered(str(source), model_class)
+        except Exception as err:
+            raise SvpError(f"{source}: cannot load this registered model "
+                           f"({' '.join(str(err).split())[:160]})") from None
+    if not (Path(source) / "config.json").is_file():
+        raise SvpError(f"{source}: no saved model here (expected config.json and safetensors)")
+    return load_pretrained(model_class, source)

@@ -1,0 +1,63 @@
+"""How long each stage of the last pipeline run took, and what it measured.
+
+    .venv/bin/python benchmarks/pipeline_stages.py [--out benchmarks/pipeline_stages.md]
+
+Reads the MLflow runs that `svp pipeline run` logged (the embedded SQLite store, or
+`MLFLOW_TRACKING_URI`): the newest run of every stage, its wall time from start to end (a
+resumed training run counts from its first start), and the stage's own headline numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from table import emit
+
+STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_vae", "latents",
+          "train_stage1", "train_stage2", "train_stage3")
+HEADLINES = {  # metric keys worth a column, per stage
+    "train_style": ("clustering_strength.both", "random_init.both"),
+    "train_vae": ("reconstruction_psnr",),
+    "train_stage1": ("kps_error_generated", "kps_error_reference", "psnr",
+                     "learned.follows_head_kps"),
+    "train_stage2": ("m_lmd_own", "m_lmd_other", "m_lmd_repeated",
+                     "learned.mouth_follows_audio"),
+    "train_stage3": ("f_lmd_style", "f_lmd_no_style", "learned.style_moves_expression"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('.svp/mlflow.db').resolve()}"
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             "embedded default profile (`params.yaml`).", "",
+             "| stage | minutes | steps | measured |", "|---|---|---|---|"]
+    total = 0.0
+    for stage in STAGES:
+        runs = client.search_runs(experiments, f"tags.`svp.stage` = '{stage}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            lines.append(f"| {stage} | — | | not run |")
+            continue
+        run = runs[0]
+        minutes = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 60_000
+        total += minutes
+        shown = [f"{k} {run.data.metrics[k]:.3g}" for k in HEADLINES.get(stage, ())
+                 if k in run.data.metrics]
+        steps = run.data.params.get("steps", "")
+        lines.append(f"| {stage} | {minutes:.2f} | {steps} | {', '.join(shown)} |")
+    lines.append(f"| **all stages** | **{total:.2f}** | | (Prefect and DVC overhead not "
+                 "included) |")
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Audio tokens per video frame: the frame's 0.2 s Whisper window to a few cross-attention tokens.
+
+The window (`components.features.audio.audio_window`) holds Whisper-Tiny's 5 hidden states x
+2·k encoder steps x 384 (k frames of 2 steps at 25 fps). Each of those 5·2k vectors is projected
+to `vector_dim`, the window is flattened and an MLP makes `n_tokens` layer-normed tokens: the
+design of Hallo's, Sonic's and DICE-Talk's audio projections. (V-Express uses a Perceiver
+resampler instead: on the embedded profile its tokens came out the same for every frame after
+stage 2, per-token spread over frames 0.001; this MLP, its input vectors layer-normed, learnt
+frame-dependent tokens where the Perceiver had not.) Frame i's spatial cross-attention reads
+only frame i's tokens.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from components.features.audio import N_HIDDEN, WIDTH
+
+
+class AudioProjection(nn.Module):
+    def __init__(self, window_steps: int, cross_attention_dim: int, vector_dim: int,
+                 hidden_dim: int, n_tokens: int):
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.vectors = nn.Sequential(nn.LayerNorm(WIDTH), nn.Linear(WIDTH, vector_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(N_HIDDEN * window_steps * vector_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, n_tokens * cross_attention_dim))
+
+    def forward(self, windows: Tensor) -> Tensor:
+        """(N, N_HIDDEN, window_steps, 384) -> (N, n_tokens, cross_attention_dim)."""
+        vectors = self.vectors(windows).flatten(1)
+        return self.mlp(vectors).view(len(windows), self.n_tokens, -1)

@@ -1,0 +1,226 @@
+"""Does a stage do what it is for? Measured on a fixed batch of the held-out identities, with the
+sampler (Euler, `diffusion.sampling`), landmarks found on the pixels by the project's detector.
+
+- Stage 1, the head follows the Head-Kps: each test clip's first frame is the reference and the
+  target is the frame whose keypoints lie farthest from it; the keypoints found on the generated
+  frame must be closer to the conditioning keypoints than those found on the reference frame.
+- Stage 2, the mouth follows the audio: each test clip's 8-frame window where its mouth moves
+  most, referenced on the clip's first frame; M-LMD against the real frames with the clip's own
+  speech must be clearly (5%) below M-LMD with another clip's speech and below the reference
+  frame repeated.
+- Stage 3, the style moves the expression: emotional test clips' windows, one emotion after
+  another, referenced on the first frame of the same identity's neutral clip, styled by a draw
+  from the prior of another clip of the target's emotion; F-LMD with the style must be below
+  F-LMD with the style attention off.
+
+Every stage also reports PSNR, SSIM, F-LMD and M-LMD of its main row, and a picture of the
+generated frames next to the real ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import zip_longest
+
+import numpy as np
+import torch
+
+from components.config import DiffusionConfig
+from components.diffusion.denoiser import Denoiser
+from components.diffusion.frames import Clip, audio_windows, kps_images
+from components.diffusion.metrics import FaceLandmarks, kps_error, m_lmd, nanmean, psnr, ssim
+from components.diffusion.metrics import f_lmd as full_lmd
+from components.diffusion.sampler import sample
+from components.diffusion.schedule import sampling_scheduler
+from components.diffusion.vae import decode
+
+MARGIN = 0.95  # "clearly below": at least 5% lower
+
+
+@dataclass(frozen=True)
+class Item:
+    target: int  # clip index
+    start: int
+    reference: int
+    reference_frame: int
+    style: int | None = None
+    other_audio: int | None = None
+
+
+def _farthest_frame(clip: Clip) -> int:
+    return int(np.argmax(np.linalg.norm(clip.kps - clip.kps[0], axis=-1).mean(-1)))
+
+
+def _liveliest_window(clip: Clip, frames: int) -> int:
+    """The start of the window where the mouth moves most (lip sync shows only there)."""
+    opening = np.linalg.norm(clip.landmarks[:, 62] - clip.landmarks[:, 66], axis=-1)
+    starts = range(max(1, len(clip) - frames + 1))
+    return max(starts, key=lambda s: (np.ptp(opening[s:s + frames]), -s))
+
+
+def _alternate(order: list[int], clips: list[Clip]) -> list[int]:
+    """Clips one identity after another (W003's first, W004's first, W003's second, ...)."""
+    by_identity: dict[str, list[int]] = {}
+    for i in order:
+        by_identity.setdefault(clips[i].identity, []).append(i)
+    return [i for row in zip_longest(*by_identity.values()) for i in row if i is not None]
+
+
+def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Item]:
+    """The same held-out batch every time: at most `n` items."""
+    order = sorted(range(len(clips)), key=lambda i: clips[i].sample_id)
+    if stage == 1:
+        return [Item(i, _farthest_frame(clips[i]), i, 0) for i in _alternate(order, clips)[:n]]
+    if stage == 2:
+        items = []
+        for i in _alternate(order, clips)[:n]:
+            clip = clips[i]
+            others = [j for j in order if j != i and clips[j].identity == clip.identity] or \
+                [j for j in order if j != i]
+            items.append(Item(i, _liveliest_window(clip, frames), i, 0,
+                              other_audio=others[0] if others else None))
+        return items
+    # stage 3: one emotion after another, each referenced on a neutral frame (or, without a
+    # neutral clip of that identity, another emotion's)
+    by_emotion: dict[str, list[int]] = {}
+    for i in order:
+        if clips[i].emotion not in (None, "neutral"):
+            by_emotion.setdefault(clips[i].emotion, []).append(i)
+    queue = [i for row in zip_longest(*by_emotion.values()) for i in row if i is not None]
+    items = []
+    for i in queue[:n]:
+        clip = clips[i]
+        same = [j for j in order if clips[j].identity == clip.identity and j != i]
+        reference = [j for j in same if clips[j].emotion == "neutral"] or \
+            [j for j in same if clips[j].group != clip.group] or [i]
+        group = [j for j in same if clips[j].group == clip.group] or [i]
+        items.append(Item(i, max(0, (len(clip) - frames) // 2), reference[0], 0,
+                          style=group[0]))
+    return items
+
+
+class Evaluation:
+    """Generates and measures the fixed batch for one stage."""
+
+    def __init__(self, denoiser: Denoiser, vae, diffusion: DiffusionConfig, clips: list[Clip],
+                 detector: FaceLandmarks, styles: np.ndarray | None = None, seed: int = 0):
+        self.denoiser, self.vae, self.diffusion = denoiser.eval(), vae, diffusion
+        self.clips, self.detector, self.styles, self.seed = clips, detector, styles, seed
+
+    def _window(self, item: Item, frames: int) -> np.ndarray:
+        return np.clip(np.arange(item.start, item.start + frames), 0,
+                       len(self.clips[item.target]) - 1)
+
+    def generate(self, items: list[Item], frames: int, audio_from: str | None = None,
+                 style_scale: float = 1.0) -> np.ndarray:
+        """(B, F, H, W, 3) uint8. `audio_from`: None (no audio), "own" or "other"."""
+        d = self.diffusion
+        ref = torch.stack([torch.from_numpy(self.clips[i.reference].latents[i.reference_frame]
+                                            .astype(np.float32)) for i in items])
+        kps = torch.from_numpy(np.stack([
+            kps_images(self.clips[i.target].kps[self._window(i, frames)], d.resolution)
+            for i in items]))
+        audio = None
+        if audio_from is not None:
+            sources = [self.clips[i.target if audio_from == "own" else i.other_audio]
+                       for i in items]
+            audio = torch.from_numpy(np.stack([
+                audio_windows(s.audio, np.clip(self._window(i, frames), 0, len(s.audio) - 1),
+                              d.audio.window_s) for s, i in zip(sources, items, strict=True)]))
+        style = None
+        if self.styles is not None and items[0].style is not None:
+            generator = torch.Generator().manual_seed(self.seed)
+            mean = torch.from_numpy(np.stack([self.styles[i.style, 0] for i in items]))
+            logvar = torch.from_numpy(np.stack([self.styles[i.style, 1] for i in items]))
+            style = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+        with torch.no_grad():
+            reference = self.denoiser.encode_reference(ref)
+            latents = sample(self.denoiser, sampling_scheduler(d.noise), reference=reference,
+                             kps=kps, audio=audio, style=style,
+                             shape=(len(items), ref.shape[1], frames, *ref.shape[2:]),
+                             steps=d.sampling.steps, guidance=d.sampling.guidance,
+                             generator=torch.Generator().manual_seed(self.seed),
+                             style_scale=style_scale)
+        flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)
+        return decode(self.vae, flat).reshape(len(items), frames, *decode_shape(d))
+
+    def real(self, items: list[Item], frames: int) -> np.ndarray:
+        return np.stack([self.clips[i.target].frames(self._window(i, frames)) for i in items])
+
+    def reference_frames(self, items: list[Item], frames: int) -> np.ndarray:
+        return np.stack([np.repeat(self.clips[i.reference].frames(i.reference_frame), frames, 0)
+                         for i in items])
+
+    def landmarks(self, videos: np.ndarray) -> np.ndarray:
+        return self.detector(videos.reshape(-1, *videos.shape[2:]))
+
+
+def decode_shape(d: DiffusionConfig) -> tuple[int, int, int]:
+    return d.resolution, d.resolution, 3
+
+
+def frame_scores(generated: np.ndarray, real: np.ndarray, lm_generated: np.ndarray,
+                 lm_real: np.ndarray) -> dict[str, float]:
+    g, r = generated.reshape(-1, *generated.shape[2:]), real.reshape(-1, *real.shape[2:])
+    return {"psnr": float(np.mean(psnr(g, r))), "ssim": float(np.mean(ssim(g, r))),
+            "f_lmd": nanmean(full_lmd(lm_generated, lm_real)),
+            "m_lmd": nanmean(m_lmd(lm_generated, lm_real))}
+
+
+def evaluate_stage(stage: int, ev: Evaluation, n: int, frames: int) -> tuple[dict, list, list]:
+    """(metrics, picture rows, row labels) for `stage`."""
+    items = fixed_items(stage, ev.clips, n, frames if stage > 1 else 1)
+    if stage == 1:
+        return _stage1(ev, items)
+    if stage == 2:
+        return _stage2(ev, items, frames)
+    return _stage3(ev, items, frames)
+
+
+def _stage1(ev: Evaluation, items: list[Item]):
+    generated, real = ev.generate(items, 1), ev.real(items, 1)
+    reference = ev.reference_frames(items, 1)
+    conditioning = np.stack([ev.clips[i.target].kps[i.start] for i in items])
+    lm_gen, lm_real, lm_ref = (ev.landmarks(v) for v in (generated, real, reference))
+    metrics = frame_scores(generated, real, lm_gen, lm_real) | {
+        "kps_error_generated": nanmean(kps_error(lm_gen, conditioning)),
+        "kps_error_reference": nanmean(kps_error(lm_ref, conditioning)),
+        "kps_error_real_target": nanmean(kps_error(lm_real, conditioning)),
+        "faces_found": float(np.isfinite(lm_gen).all(axis=(1, 2)).mean())}
+    metrics["learned"] = {"follows_head_kps":
+                          metrics["kps_error_generated"] < metrics["kps_error_reference"]}
+    rows = [reference[:, 0], real[:, 0], generated[:, 0]]
+    return metrics, rows, ["reference", "target (real)", "generated"]
+
+
+def _stage2(ev: Evaluation, items: list[Item], frames: int):
+    own, other = ev.generate(items, frames, "own"), ev.generate(items, frames, "other")
+    real, repeated = ev.real(items, frames), ev.reference_frames(items, frames)
+    lm_real = ev.landmarks(real)
+    lm = {name: ev.landmarks(v) for name, v in (("own", own), ("other", other),
+                                                ("repeated", repeated))}
+    metrics = frame_scores(own, real, lm["own"], lm_real) | {
+        f"m_lmd_{name}": nanmean(m_lmd(found, lm_real)) for name, found in lm.items()}
+    metrics["learned"] = {"mouth_follows_audio":
+                          metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_other"]
+                          and metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_repeated"]}
+    first = 0
+    rows = [real[first], own[first], other[first]]
+    return metrics, rows, ["real", "own speech", "other speech"]
+
+
+def _stage3(ev: Evaluation, items: list[Item], frames: int):
+    styled = ev.generate(items, frames, "own")
+    unstyled = ev.generate(items, frames, "own", style_scale=0.0)
+    real = ev.real(items, frames)
+    lm_real = ev.landmarks(real)
+    lm_styled, lm_unstyled = ev.landmarks(styled), ev.landmarks(unstyled)
+    metrics = frame_scores(styled, real, lm_styled, lm_real) | {
+        "f_lmd_style": nanmean(full_lmd(lm_styled, lm_real)),
+        "f_lmd_no_style": nanmean(full_lmd(lm_unstyled, lm_real)),
+        "emotions": sorted({ev.clips[i.target].emotion for i in items})}
+    metrics["learned"] = {"style_moves_expression":
+                          metrics["f_lmd_style"] < metrics["f_lmd_no_style"]}
+    rows = [ev.reference_frames(items, 1)[:, 0], real[:, frames // 2],
+            styled[:, frames // 2], unstyled[:, frames // 2]]
+    return metrics, rows, ["neutral reference", "target (real)", "with style", "style off"]

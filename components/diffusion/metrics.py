@@ -1,0 +1,71 @@
+"""Frame metrics the paper reports, on uint8 RGB frames (N, H, W, 3): PSNR, SSIM, F-LMD (all 68
+landmarks) and M-LMD (the 20 mouth landmarks), with landmarks found on the pixels by the
+project's detector (dlib's HOG detector and 68-point predictor, as the features stage's `dlib`
+backend), and the Head-Kps error. Distances are in pixels of the frames given.
+
+SSIM is scikit-image's `structural_similarity` (7x7 uniform window, RGB channels averaged,
+data range 255); torchmetrics' default (11x11 Gaussian) gives other numbers, so compare SSIMs
+only within one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from components.features.head_kps import head_kps
+from components.features.landmarks import DlibLandmarks
+
+MOUTH = slice(48, 68)
+DETECTOR_SIDE = 128  # frames are upscaled to at least this before detection (dlib's HOG needs
+# faces of ~80 px)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([structural_similarity(x, y, channel_axis=-1, data_range=255)
+                     for x, y in zip(a, b, strict=True)])
+
+
+class FaceLandmarks:
+    """68 landmarks per frame, NaN where no face is found."""
+
+    def __init__(self, predictor_path: str):
+        self.dlib = DlibLandmarks(predictor_path)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        scale = max(1, math.ceil(DETECTOR_SIDE / frames.shape[1]))
+        if scale > 1:
+            frames = np.stack([cv2.resize(f, None, fx=scale, fy=scale,
+                                          interpolation=cv2.INTER_CUBIC) for f in frames])
+        return self.dlib(frames) / scale
+
+
+def landmark_distance(a: np.ndarray, b: np.ndarray, points=slice(None)) -> np.ndarray:
+    """Mean Euclidean distance per frame over `points` of (N, K, 2) landmarks (NaN if missing)."""
+    return np.linalg.norm(a[:, points] - b[:, points], axis=-1).mean(axis=1)
+
+
+def f_lmd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return landmark_distance(a, b)
+
+
+def m_lmd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return landmark_distance(a, b, MOUTH)
+
+
+def kps_error(landmarks: np.ndarray, kps: np.ndarray) -> np.ndarray:
+    """Head-Kps of found landmarks (N, 68, 2) against keypoints (N, 8, 2)."""
+    return landmark_distance(head_kps(landmarks), kps)
+
+
+def nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

@@ -1,0 +1,154 @@
+"""The one training loop of the three denoiser stages (the recipe says what trains and what a
+sample is), run by Ray Train on every worker through the shared training layer.
+
+Per step: B samples drawn from (seed, step, rank); each sample's conditions dropped together
+with `uncond_probability` (classifier-free guidance); a timestep and noise per sample; the loss is
+the min-SNR-weighted MSE between the denoiser's prediction and the schedule's target (velocity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from components.config import DiffusionConfig, TrainDenoiserConfig
+from components.diffusion.denoiser import Denoiser
+from components.diffusion.frames import load_clips
+from components.diffusion.recipes import batch_of, pick_sample, set_trainable
+from components.diffusion.schedule import snr_weights, training_scheduler, training_target
+from components.tracking import StageRun
+from components.training import ray_fit
+from components.training.checkpoint import latest_checkpoint, load_checkpoint
+from components.training.loop import LoopSettings, resume, run_steps
+from components.training.registry import load_pretrained
+from components.training.run_tracking import RankZeroMetrics
+
+STYLES = "style_priors.safetensors"  # stage 3: the prior of every training clip (stage.py)
+PATHS = ("latents_dir", "features_dir", "vae_dir", "init_dir", "out_dir", "checkpoint_dir",
+         "report_dir")
+
+
+class DenoisingObjective(nn.Module):
+    """One forward for DDP: the ReferenceNet on the reference latents (with gradients only in
+    stage 1, where it trains), then the denoiser."""
+
+    def __init__(self, denoiser: Denoiser, reference_trains: bool):
+        super().__init__()
+        self.denoiser, self.reference_trains = denoiser, reference_trains
+
+    def forward(self, noisy: Tensor, timesteps: Tensor, reference: Tensor, kps: Tensor,
+                audio: Tensor | None, style: Tensor | None, keep: Tensor) -> Tensor:
+        with torch.set_grad_enabled(self.reference_trains and torch.is_grad_enabled()):
+            bank = self.denoiser.encode_reference(reference)
+        return self.denoiser(noisy, timesteps, bank, kps, audio, style, keep)
+
+
+def initial_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> Denoiser:
+    """Stage 1: a new denoiser (SD's UNet when pretrained); later stages: the previous one's."""
+    from components.diffusion.build import add_motion_modules, new_denoiser
+
+    if cfg.stage == 1:
+        return new_denoiser(diffusion)
+    denoiser = load_pretrained(Denoiser, cfg.init_dir).train()
+    if cfg.stage == 2:
+        add_motion_modules(denoiser, diffusion)
+    return denoiser
+
+
+def train_loop(config: dict) -> None:
+    """The per-worker function Ray Train runs."""
+    import ray.train
+    import ray.train.torch
+
+    cfg, diffusion = TrainDenoiserConfig(**config["cfg"]), DiffusionConfig(**config["diffusion"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    clips = load_clips(cfg.latents_dir, cfg.features_dir, "train")
+    pools = [list(range(len(clips)))]  # sample targets from: the training split, procedural
+    if cfg.procedural_share > 0:
+        procedural = load_clips(cfg.latents_dir, cfg.features_dir, "procedural")
+        pools.append(list(range(len(clips), len(clips) + len(procedural))))
+        clips = clips + procedural
+    styles = load_file(str(Path(cfg.checkpoint_dir) / STYLES))["priors"].numpy() \
+        if cfg.stage == 3 else None
+    torch.manual_seed(cfg.seed)
+    denoiser = initial_denoiser(cfg, diffusion).to(device)
+    params = set_trainable(denoiser, cfg.stage)
+    if cfg.gradient_checkpointing:
+        denoiser.enable_gradient_checkpointing()
+    motion = {id(p) for n, p in denoiser.named_parameters() if "motion_modules" in n}
+    groups = [{"params": [p for p in params if id(p) not in motion], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in motion],
+               "lr": cfg.lr * cfg.motion_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]],
+                                  weight_decay=cfg.weight_decay)
+    settings = LoopSettings(f"train_stage{cfg.stage}", cfg.steps, cfg.checkpoint_every,
+                            cfg.checkpoint_dir, cfg.seed)
+    start, history = resume(settings, denoiser, optimizer)
+    model = DenoisingObjective(denoiser, reference_trains=cfg.stage == 1)
+    if world > 1:
+        model = ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    model.train()
+    scheduler = training_scheduler(diffusion.noise)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    def step(step: int, random) -> dict[str, float]:
+        images = step < cfg.image_steps
+        frames, size = (1, cfg.image_batch_size) if images else (cfg.frames, cfg.batch_size)
+        picks = [pick_sample(cfg.stage, clips, frames, random.numpy,
+                             pools[int(len(pools) > 1 and random.numpy.random()
+                                       < cfg.procedural_share)])
+                 for _ in range(size)]
+        batch = batch_of(picks, clips, frames, diffusion.resolution, diffusion.audio.window_s,
+                         styles, with_audio=cfg.stage > 1, rng_torch=random.torch)
+        latents = batch["latents"].to(device)
+        b = len(latents)
+        keep = torch.rand(b, generator=random.torch) >= cfg.uncond_probability
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,),
+                                  generator=random.torch)
+        noise = torch.randn(latents.shape, generator=random.torch).to(device)
+        timesteps = timesteps.to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = training_target(scheduler, latents, noise, timesteps)
+        with autocast:
+            prediction = model(noisy, timesteps, batch["reference"].to(device),
+                               batch["kps"].to(device),
+                               None if batch["audio"] is None else batch["audio"].to(device),
+                               None if batch["style"] is None else batch["style"].to(device),
+                               keep.to(device))
+        weight = 1 + cfg.mouth_loss_weight * batch["mouth"].to(device)
+        per_sample = (weight * (prediction.float() - target).pow(2)).mean(dim=(1, 2, 3, 4))
+        loss = (snr_weights(scheduler, timesteps, cfg.snr_gamma) * per_sample).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage {cfg.stage}: non-finite loss at step {step}")
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
+    run_steps(settings, denoiser, optimizer, step, start=start, history=history, rank=rank,
+              world=world, metrics=metrics)
+
+
+def fit(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig,
+        run: StageRun | None) -> tuple[Denoiser, dict]:
+    """Train (or resume) to `cfg.steps`; returns the trained denoiser and the loss history."""
+    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in PATHS if getattr(cfg, k)}
+    ray_fit.fit(train_loop, {"cfg": asdict(cfg) | absolute, "diffusion": asdict(diffusion),
+                             "mlflow": run and run.as_dict()},
+                name=f"train_stage{cfg.stage}", workers=cfg.workers, use_gpu=cfg.use_gpu,
+                storage=Path(absolute["checkpoint_dir"]) / "ray")
+    final = latest_checkpoint(absolute["checkpoint_dir"])
+    if final is None:
+        raise RuntimeError(f"stage {cfg.stage} produced no checkpoint")
+    denoiser = initial_denoiser(cfg, diffusion)
+    state = load_checkpoint(final, denoiser)
+    return denoiser.eval(), state["history"]

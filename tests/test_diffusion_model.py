@@ -1,0 +1,172 @@
+"""The denoiser's parts on tiny configs: what each stage trains, conditions that are absent when
+dropped, the temporal limit, save/load without pickles, the sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.config import DiffusionConfig, MotionConfig, UNetConfig, VaeConfig
+from components.diffusion.build import add_motion_modules, motion_config, new_denoiser
+from components.diffusion.denoiser import Denoiser
+from components.diffusion.recipes import set_trainable
+from components.diffusion.sampler import sample
+from components.diffusion.schedule import sampling_scheduler
+from components.diffusion.train import DenoisingObjective
+from components.errors import SvpError
+from components.training.registry import load_pretrained
+
+TINY = DiffusionConfig(
+    resolution=32, vae=VaeConfig(block_out_channels=[8, 16, 16], norm_num_groups=8),
+    unet=UNetConfig(block_out_channels=[16, 32], attention_head_dim=2, cross_attention_dim=32,
+                    norm_num_groups=8),
+    motion=MotionConfig(num_attention_heads=2, norm_num_groups=8, max_seq_length=8),
+    kps_guider_channels=[8, 8, 16])
+
+
+def conditions(b: int, frames: int, style: bool = True, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"latents": torch.randn(b, 4, frames, 8, 8, generator=g),
+            "reference": torch.randn(b, 4, 8, 8, generator=g),
+            "kps": torch.rand(b, frames, 3, 32, 32, generator=g),
+            "audio": torch.randn(b, frames, 5, 10, 384, generator=g),
+            "style": torch.randn(b, 64, generator=g) if style else None}
+
+
+def denoiser_at(stage: int) -> Denoiser:
+    torch.manual_seed(0)
+    denoiser = new_denoiser(TINY)
+    if stage > 1:
+        add_motion_modules(denoiser, TINY)
+    for p in denoiser.parameters():  # as after training: no zero-initialised output left
+        p.data.add_(0.01 * torch.randn_like(p))
+    return denoiser
+
+
+def paper_trains(stage: int, name: str) -> bool:
+    """The paper's split, written out independently of the recipe."""
+    spatial_cross = "motion_modules" not in name and (
+        ".attn2." in name or (".norm2." in name and ".transformer_blocks." in name))
+    if stage == 1:
+        return (name.startswith(("reference_net.", "kps_guider.")) or
+                (name.startswith("unet.") and not spatial_cross))
+    if stage == 2:
+        return name.startswith("audio_projection.") or "motion_modules" in name or (
+            name.startswith("unet.") and spatial_cross and ".processor.style." not in name)
+    return name.startswith("style_projection.") or ".attn2.processor.style." in name
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_a_stage_trains_exactly_the_papers_parameters(stage):
+    denoiser = denoiser_at(stage)
+    trained = set_trainable(denoiser, stage)
+    names = {n for n, p in denoiser.named_parameters() if p.requires_grad}
+    assert len(names) == len(trained)
+    unread = {n for n in names ^ {n for n, _ in denoiser.named_parameters()
+                                  if paper_trains(stage, n)}}
+    # the one allowed difference: ReferenceNet layers after the last self-attention it keeps
+    assert all(n.startswith("reference_net.") for n in unread)
+    assert stage != 1 or any("conv_out" in n for n in unread)
+    before = {n: p.detach().clone() for n, p in denoiser.named_parameters()}
+    c = conditions(2, 1 if stage == 1 else 4)
+    objective = DenoisingObjective(denoiser, reference_trains=stage == 1)
+    optimizer = torch.optim.AdamW(trained, lr=1e-2)
+    out = objective(c["latents"], torch.tensor([10, 500]), c["reference"], c["kps"],
+                    c["audio"] if stage > 1 else None, c["style"] if stage == 3 else None,
+                    torch.tensor([True, True]))
+    out.pow(2).mean().backward()
+    with_grad = {n for n, p in denoiser.named_parameters() if p.grad is not None}
+    assert with_grad == names
+    optimizer.step()
+    for name, param in denoiser.named_parameters():
+        if name in names:
+            assert not torch.equal(param, before[name]), f"{name} did not train"
+        else:
+            assert torch.equal(param, before[name]), f"frozen {name} changed"
+
+
+def test_dropped_conditions_are_absent():
+    denoiser = denoiser_at(3).eval()
+    c, other = conditions(2, 4), conditions(2, 4, seed=2)
+    other["latents"] = c["latents"]
+    t, keep = torch.tensor([300, 300]), torch.tensor([False, True])
+    with torch.no_grad():
+        outs = [denoiser(x["latents"], t, denoiser.encode_reference(x["reference"]), x["kps"],
+                         x["audio"], x["style"], keep) for x in (c, other)]
+        bare = denoiser(c["latents"], t, denoiser.encode_reference(c["reference"]),
+                        c["kps"], None, None, keep)
+    torch.testing.assert_close(outs[0][0], outs[1][0])  # dropped: no condition reaches it
+    assert not torch.allclose(outs[0][1], outs[1][1], atol=1e-4)  # kept: they all matter
+    torch.testing.assert_close(outs[0][0], bare[0])
+
+
+def test_style_scale_zero_is_style_attention_off():
+    denoiser = denoiser_at(3).eval()
+    c = conditions(1, 2)
+    with torch.no_grad():
+        bank = denoiser.encode_reference(c["reference"])
+        off = denoiser(c["latents"], torch.tensor([50]), bank, c["kps"], c["audio"], c["style"],
+                       style_scale=0.0)
+        none = denoiser(c["latents"], torch.tensor([50]), bank, c["kps"], c["audio"], None)
+        on = denoiser(c["latents"], torch.tensor([50]), bank, c["kps"], c["audio"], c["style"])
+    torch.testing.assert_close(off, none)
+    assert not torch.allclose(on, none, atol=1e-4)
+
+
+def test_frames_past_the_motion_modules_limit_are_a_one_line_error():
+    denoiser = denoiser_at(2)
+    c = conditions(1, 9)
+    with pytest.raises(SvpError, match=r"9 frames exceed the motion module's limit of 8 "
+                       r"\(diffusion.motion.max_seq_length\)"):
+        denoiser(c["latents"], torch.tensor([1]), denoiser.encode_reference(c["reference"]),
+                 c["kps"], c["audio"])
+
+
+def test_image_model_becomes_the_video_model_unchanged_at_first():
+    """Stage 2 inserts new motion modules; their zero outputs leave every frame as it was."""
+    torch.manual_seed(0)
+    denoiser = new_denoiser(TINY).eval()
+    c = conditions(1, 4, style=False)
+    t = torch.tensor([400])
+    with torch.no_grad():
+        image = denoiser(c["latents"], t, denoiser.encode_reference(c["reference"]), c["kps"],
+                         c["audio"])
+        denoiser.add_motion(motion_config(TINY))
+        video = denoiser(c["latents"], t, denoiser.encode_reference(c["reference"]), c["kps"],
+                         c["audio"])
+    torch.testing.assert_close(video, image, rtol=1e-4, atol=1e-5)
+    assert denoiser.config.motion_config["motion_max_seq_length"] == 8
+
+
+def test_saved_denoiser_loads_back_without_pickles(tmp_path, monkeypatch):
+    import pickle
+
+    denoiser = denoiser_at(3).eval()
+    denoiser.save_pretrained(tmp_path)
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load"))
+    loaded = load_pretrained(Denoiser, tmp_path)
+    c = conditions(1, 2)
+    with torch.no_grad():
+        a, b = (m(c["latents"], torch.tensor([5]), m.encode_reference(c["reference"]), c["kps"],
+                  c["audio"], c["style"]) for m in (denoiser, loaded))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json",
+                                                     "diffusion_pytorch_model.safetensors"}
+
+
+def test_sampler_is_seeded_and_guided():
+    denoiser = denoiser_at(2).eval()
+    c = conditions(1, 2, style=False)
+    bank = denoiser.encode_reference(c["reference"])
+
+    def run(seed: int, guidance: float):
+        return sample(denoiser, sampling_scheduler(TINY.noise), reference=bank, kps=c["kps"],
+                      audio=c["audio"], style=None, shape=(1, 4, 2, 8, 8), steps=4,
+                      guidance=guidance, generator=torch.Generator().manual_seed(seed))
+
+    first, again = run(0, 2.0), run(0, 2.0)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.allclose(first, run(1, 2.0))
+    assert not torch.allclose(first, run(0, 1.0))
+    assert torch.isfinite(first).all()

@@ -1,0 +1,329 @@
+"""The generator's stages end to end on tiny configs, through the CLI as DVC runs them: VAE,
+latents, the three denoiser stages with their checks and registry versions, SIGKILL and resume,
+two Ray workers, and the full profile's loading of SD and AnimateDiff files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from components.config import DiffusionConfig, FeaturesConfig
+from components.features.stage import build_features
+from components.synth.generate import synthesize_dataset
+from tests.conftest import TINY
+from tests.test_features_stage import manifest_of
+
+PROJECT = Path(__file__).resolve().parents[1]
+SVP = str(Path(sys.executable).with_name("svp"))
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+pytestmark = pytest.mark.slow
+
+DIFFUSION = {
+    "resolution": 32,
+    "vae": {"pretrained": None, "block_out_channels": [8, 16, 16], "layers_per_block": 1,
+            "latent_channels": 4, "norm_num_groups": 8, "mid_block_attention": False},
+    "unet": {"pretrained": None,
+             "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+             "block_out_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": 2,
+             "cross_attention_dim": 32, "norm_num_groups": 8},
+    "motion": {"pretrained": None, "num_attention_heads": 2, "norm_num_groups": 8,
+               "max_seq_length": 8, "use_mid_block": True},
+    "kps_guider_channels": [8, 8, 16],
+    "audio": {"window_s": 0.2, "vector_dim": 4, "hidden_dim": 16, "n_tokens": 2},
+    "style": {"style_dim": 32, "hidden_dim": 16, "n_tokens": 2},
+    "sampling": {"steps": 3, "guidance": 2.0},
+}
+STAGE = {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "eval_samples": 2}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Features of 3 identities x happy/neutral/sad x 2 sentences, a random style extractor,
+    and a params.yaml of tiny diffusion stages."""
+    from components.style.extractor import StyleExtractor
+
+    root = tmp_path_factory.mktemp("diffusion")
+    synthesize_dataset(replace(TINY, n_sentences=2), root / "mead")
+    features = FeaturesConfig(manifest=str(manifest_of(root / "mead", root)),
+                              out_dir=str(root / "data/features"),
+                              report_dir=str(root / "reports/features"))
+    build_features(features)
+    torch.manual_seed(0)
+    StyleExtractor(expression_dim=16, d_model=32, n_layers=1).save_pretrained(
+        root / "data/style")
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["diffusion"] = DIFFUSION
+    params["train_vae"].update(steps=6, batch_size=4, checkpoint_every=3, procedural_faces=8,
+                               eval_frames=8)
+    params["latents"].update(procedural_identities=3, procedural_frames=2, batch_size=16)
+    params["train_stage1"].update(STAGE, procedural_share=0.5)
+    params["train_stage2"].update(STAGE, frames=4, image_steps=2, image_batch_size=4)
+    params["train_stage3"].update(STAGE, frames=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.yaml").write_text("stages: {}\n")  # the project root for stored paths
+    return root
+
+
+def svp(cwd: Path, *args: str, params: Path | None = None, check: bool = True):
+    command = [SVP, *args, "--params", str(params or cwd / "params.yaml")]
+    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if check:
+        assert run.returncode == 0, f"{args}: {run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    return run
+
+
+def with_params(project: Path, name: str, change) -> Path:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    path = project / name
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(project) -> Path:
+    for command in (("train", "vae"), ("data", "latents"), ("train", "stage1"),
+                    ("train", "stage2"), ("train", "stage3")):
+        svp(project, *command)
+    return project
+
+
+def test_the_stages_write_their_checks_pictures_and_versions(trained):
+    vae = json.loads((trained / "reports/vae/metrics.json").read_text())
+    assert vae["reconstruction_psnr"] > 5 and vae["scaling_factor"] > 0
+    index = __import__("pyarrow.parquet").parquet.read_table(
+        trained / "data/latents/index.parquet").to_pandas()
+    assert sorted(index["split"].unique()) == ["procedural", "test", "train"]
+    expected = {1: "follows_head_kps", 2: "mouth_follows_audio", 3: "style_moves_expression"}
+    for stage, check in expected.items():
+        report = trained / f"reports/stage{stage}"
+        metrics = json.loads((report / "metrics.json").read_text())
+        assert set(metrics["learned"]) == {check}
+        assert metrics["vae_reconstruction_psnr"] == vae["reconstruction_psnr"]
+        assert np.isfinite(metrics["psnr"]) and 0 <= metrics["ssim"] <= 1
+        assert (report / "samples.png").stat().st_size > 1000
+        assert len((report / "loss.tsv").read_text().splitlines()) == STAGE["steps"] + 1
+        assert (trained / f"data/denoiser_stage{stage}" / WEIGHTS).is_file()
+    stage2 = json.loads((trained / "reports/stage2/metrics.json").read_text())
+    assert {"m_lmd_own", "m_lmd_other", "m_lmd_repeated"} <= set(stage2)
+    stage3 = json.loads((trained / "reports/stage3/metrics.json").read_text())
+    assert {"f_lmd_style", "f_lmd_no_style"} <= set(stage3)
+    client = MlflowClient(f"sqlite:///{trained / '.svp/mlflow.db'}")
+    for name in ("svp-vae", "svp-denoiser-stage1", "svp-denoiser-stage2",
+                 "svp-denoiser-stage3"):
+        (version,) = client.search_model_versions(f"name='{name}'")
+        run = client.get_run(version.run_id)
+        assert run.data.tags["svp.stage"] in ("train_vae", f"train_{name[-6:]}")
+    (version,) = client.search_model_versions("name='svp-denoiser-stage1'")
+    assert len(client.get_metric_history(version.run_id, "loss")) == STAGE["steps"]
+
+
+def test_registered_denoiser_loads_and_runs_without_pickles(trained, monkeypatch):
+    import pickle
+
+    import cloudpickle
+    import mlflow
+
+    for module in (pickle, cloudpickle):
+        for name in ("load", "loads"):
+            monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load"))
+    monkeypatch.chdir(trained)
+    mlflow.set_tracking_uri(f"sqlite:///{trained / '.svp/mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/svp-denoiser-stage3/1")
+    out = model.predict({
+        "latents": np.zeros((1, 4, 2, 8, 8), np.float32), "timesteps": np.array([10.0], np.float32),
+        "reference_latents": np.zeros((1, 4, 8, 8), np.float32),
+        "kps": np.zeros((1, 2, 3, 32, 32), np.float32),
+        "audio": np.zeros((1, 2, 5, 10, 384), np.float32),
+        "style": np.zeros((1, 32), np.float32)})
+    assert out.shape == (1, 4, 2, 8, 8) and np.isfinite(out).all()
+    vae = mlflow.pyfunc.load_model("models:/svp-vae/1")
+    assert vae.predict({"images": np.zeros((2, 32, 32, 3), np.uint8)}).shape == (2, 4, 8, 8)
+
+
+def test_a_killed_stage_resumes_to_the_same_weights(trained):
+    def elsewhere(params):
+        params["train_stage1"].update(out_dir="data/s1_again",
+                                      checkpoint_dir="data/s1_again_checkpoints",
+                                      report_dir="reports/s1_again")
+
+    path = with_params(trained, "resume.yaml", elsewhere)
+    run = subprocess.Popen([SVP, "train", "stage1", "--params", str(path)], cwd=trained,
+                           start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    first = trained / "data/s1_again_checkpoints/step_0000002/state.json"
+    while time.time() < deadline and not first.exists():
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (trained / "data/s1_again_checkpoints/step_0000004").exists()
+    resumed = svp(trained, "train", "stage1", params=path)
+    assert "resuming from" in resumed.stderr
+    ours = load_file(trained / "data/s1_again" / WEIGHTS)
+    reference = load_file(trained / "data/denoiser_stage1" / WEIGHTS)
+    for key in reference:
+        torch.testing.assert_close(ours[key], reference[key], rtol=0, atol=0)
+
+
+def test_a_stage_trains_on_two_ray_workers(trained):
+    """DDP on CPU with 2 Ray workers, in a loopback-only network namespace."""
+    def two_workers(params):
+        params["train_stage2"].update(workers=2, steps=2, out_dir="data/s2_ddp",
+                                      checkpoint_dir="data/s2_ddp_checkpoints",
+                                      report_dir="reports/s2_ddp")
+
+    path = with_params(trained, "ddp.yaml", two_workers)
+    script = f"ip link set lo up; exec {SVP} train stage2 --params {path}"
+    run = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=trained,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = json.loads((trained / "data/s2_ddp_checkpoints/step_0000002/state.json")
+                       .read_text())
+    assert state["world_size"] == 2 and len(state["history"]["loss"]) == 2
+
+
+def to_animatediff(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' MotionAdapter names back to AnimateDiff's own (`mm_sd_v15_v2.ckpt`)."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        if key.endswith("pos_embed.pe"):
+            key = key.replace("pos_embed.pe", "pos_encoder.pe")
+        key = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key)
+        for ours, theirs in ((".attn1.", ".attention_blocks.0."),
+                             (".attn2.", ".attention_blocks.1."), (".norm1.", ".norms.0."),
+                             (".norm2.", ".norms.1."), (".norm3.", ".ff_norm.")):
+            key = key.replace(ours, theirs)
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def sd_folder(trained) -> Path:
+    """A tiny diffusers-format SD folder (unet/, vae/) and a motion-module file in AnimateDiff's
+    format, shaped as the tiny params say."""
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.models.unets.unet_motion_model import MotionAdapter
+
+    from components.diffusion.build import motion_config, unet_config
+    from components.diffusion.vae import new_vae
+
+    cfg = DiffusionConfig(**DIFFUSION)
+    root = trained / "sd15"
+    torch.manual_seed(3)
+    UNet2DConditionModel(**unet_config(cfg)).save_pretrained(root / "unet")
+    vae = new_vae(cfg)
+    vae.register_to_config(scaling_factor=0.18215)
+    vae.save_pretrained(root / "vae")
+    adapter = MotionAdapter(**motion_config(cfg))
+    for p in adapter.parameters():
+        p.data.normal_(0, 0.02)
+    torch.save(to_animatediff(adapter.state_dict()), root / "mm_tiny.ckpt")
+    return root
+
+
+def full_profile(project: Path, sd: Path, name: str, **stage2) -> Path:
+    def change(params):
+        params["diffusion"]["vae"]["pretrained"] = str(sd)
+        params["diffusion"]["unet"]["pretrained"] = str(sd)
+        params["diffusion"]["motion"]["pretrained"] = str(sd / "mm_tiny.ckpt")
+        for key in ("train_vae", "latents", "train_stage1", "train_stage2"):
+            for field in ("out_dir", "checkpoint_dir", "report_dir", "vae_dir", "latents_dir",
+                          "init_dir", "vae_metrics"):
+                if field in params[key] and params[key][field]:
+                    params[key][field] = params[key][field].replace("data/", "full/data/") \
+                        .replace("reports/", "full/reports/")
+            params[key]["features_dir"] = "data/features"
+        for key in ("train_stage1", "train_stage2"):
+            params[key].update(steps=1, lr=1e-12)
+        params["train_stage2"].update(stage2)
+
+    return with_params(project, name, change)
+
+
+def test_the_full_profile_loads_sd_and_animatediff_and_trains(trained, sd_folder):
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+    path = full_profile(trained, sd_folder, "full.yaml", image_steps=0)
+    for command in (("train", "vae"), ("data", "latents"), ("train", "stage1"),
+                    ("train", "stage2")):
+        svp(trained, *command, params=path)
+    vae = json.loads((trained / "full/data/vae/config.json").read_text())
+    assert vae["scaling_factor"] == pytest.approx(0.18215)  # SD's VAE, adopted as it is
+    sd = UNet2DConditionModel.from_pretrained(str(sd_folder / "unet")).state_dict()
+    stage1 = load_file(trained / "full/data/denoiser_stage1" / WEIGHTS)
+    for key in ("conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+                ".weight", "mid_block.resnets.0.conv1.weight"):
+        torch.testing.assert_close(stage1[f"reference_net.{key}"], sd[key], atol=1e-6, rtol=0)
+        torch.testing.assert_close(stage1[f"unet.{key}"], sd[key], atol=1e-6, rtol=0)
+    to_out = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.weight"
+    assert not stage1[to_out].any()  # the audio attention starts silent, as V-Express's
+    motion = torch.load(sd_folder / "mm_tiny.ckpt", weights_only=True)
+    stage2 = load_file(trained / "full/data/denoiser_stage2" / WEIGHTS)
+    theirs = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0." \
+             "attention_blocks.0.to_q.weight"
+    ours = "unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.weight"
+    torch.testing.assert_close(stage2[ours], motion[theirs], atol=1e-6, rtol=0)
+
+
+def one_line_error(run) -> str:
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert run.returncode == 3 and len(errors) == 1, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    return errors[0]
+
+
+def test_full_profile_problems_are_one_line_errors(trained, sd_folder, tmp_path):
+    from diffusers.models.unets.unet_motion_model import MotionAdapter
+
+    missing = full_profile(trained, tmp_path / "nowhere", "missing.yaml")
+    assert "no diffusers UNet here" in one_line_error(
+        svp(trained, "train", "stage1", params=missing, check=False))
+
+    def wider(params):
+        params["diffusion"]["unet"]["block_out_channels"] = [16, 48]
+        params["diffusion"]["unet"]["pretrained"] = str(sd_folder)
+
+    line = one_line_error(svp(trained, "train", "stage1", check=False,
+                              params=with_params(trained, "wider.yaml", wider)))
+    assert "unet/config.json: block_out_channels is [16, 32], diffusion.unet says [16, 48]" \
+        in line
+
+    other = MotionAdapter(block_out_channels=[8, 16], motion_layers_per_block=1,
+                          motion_num_attention_heads=2, motion_norm_num_groups=8)
+    torch.save(to_animatediff(other.state_dict()), tmp_path / "mm_other.ckpt")
+
+    def other_motion(params):
+        params["diffusion"]["motion"]["pretrained"] = str(tmp_path / "mm_other.ckpt")
+        params["train_stage2"].update(steps=1, out_dir="data/s2_x",
+                                      checkpoint_dir="data/s2_x_checkpoints")
+
+    line = one_line_error(svp(trained, "train", "stage2", check=False,
+                              params=with_params(trained, "other.yaml", other_motion)))
+    assert "mm_other.ckpt: does not fit diffusion.motion/unet" in line and "shape" in line
+
+    def too_long(params):
+        params["train_stage2"].update(frames=9, image_steps=0, steps=1, out_dir="data/s2_y",
+                                      checkpoint_dir="data/s2_y_checkpoints")
+
+    line = one_line_error(svp(trained, "train", "stage2", check=False,
+                              params=with_params(trained, "long.yaml", too_long)))
+    assert line == ("error: 9 frames exceed the motion module's limit of 8 "
+                    "(diffusion.motion.max_seq_length)")
