@@ -14,7 +14,7 @@ from components.diffusion.sampler import sample
 from components.diffusion.schedule import sampling_scheduler
 from components.diffusion.train import DenoisingObjective
 from components.errors import SvpError
-from components.training.registry import load_pretrained
+from components.training.registry import load_pretrained, save_pretrained
 
 TINY = DiffusionConfig(
     resolution=32, vae=VaeConfig(block_out_channels=[8, 16, 16], norm_num_groups=8),
@@ -153,6 +153,19 @@ def test_saved_denoiser_loads_back_without_pickles(tmp_path, monkeypatch):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json",
                                                      "diffusion_pytorch_model.safetensors"}
+
+
+def test_audio_normaliser_standardises_and_travels_with_the_weights(tmp_path):
+    denoiser = denoiser_at(2)
+    states = 3 + 0.1 * torch.randn(40, 5, 2, 384, generator=torch.Generator().manual_seed(0))
+    denoiser.audio_projection.fit_normaliser(states)
+    projection = denoiser.audio_projection
+    standard = (states.movedim(1, 0).flatten(1, -2) - projection.feature_mean[:, None]) \
+        / projection.feature_std[:, None]
+    assert standard.mean().abs() < 1e-4 and (standard.std(1) - 1).abs().max() < 1e-3
+    save_pretrained(denoiser, tmp_path / "d")
+    loaded = load_pretrained(Denoiser, tmp_path / "d")
+    torch.testing.assert_close(loaded.audio_projection.feature_std, projection.feature_std)
 
 
 def test_sampler_is_seeded_and_guided():

@@ -113,6 +113,19 @@ def test_whisper_features_shapes_and_the_unpadded_path(tiny_dataset):
     assert window.shape == (wf.N_HIDDEN, 10, wf.WIDTH)  # 0.2 s = 10 steps at 50 Hz
 
 
+def test_states_relative_to_silence_remove_the_position_table(tiny_dataset):
+    _, _, audio = clip(tiny_dataset)
+    samples, _ = decode_audio(audio, wf.SAMPLE_RATE)
+    n = len(samples) * 25 // wf.SAMPLE_RATE
+    samples = samples[: n * wf.SAMPLE_RATE // 25]
+    speech = wf.per_frame(wf.encode_clip(samples), n, 25)
+    silence = wf.per_frame(wf.encode_clip(np.zeros_like(samples)), n, 25)
+    np.testing.assert_allclose(wf.relative_to_silence(silence), 0, atol=1e-4)
+    relative = wf.relative_to_silence(speech)
+    np.testing.assert_allclose(relative, speech - silence, atol=1e-4)
+    assert np.abs(relative).mean() > 0.01  # the sound is left
+
+
 def test_whisper_loads_a_local_checkpoint(tiny_dataset, tmp_path):
     import whisper
     from whisper.model import ModelDimensions

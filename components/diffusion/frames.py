@@ -3,6 +3,7 @@ images and audio windows, as arrays."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from components.errors import SvpError
-from components.features.audio import N_HIDDEN, WIDTH, audio_window
+from components.features.audio import N_HIDDEN, WIDTH, audio_window, relative_to_silence
 from components.features.head_kps import render_head_kps
 from components.paths import resolve
 
@@ -61,7 +62,8 @@ class Clip:
     latents: np.ndarray  # (T, C, h, w) float16, scaled
     kps: np.ndarray  # (T, 8, 2) crop pixels
     landmarks: np.ndarray  # (T, 68, 2) crop pixels
-    audio: np.ndarray  # (T, N_HIDDEN, 2, WIDTH) float16 Whisper states per frame
+    audio: np.ndarray  # (T, N_HIDDEN, 2, WIDTH) float16 Whisper states per frame, relative to
+    # silence's (`relative_to_silence`)
     jpegs: list[bytes]  # the crop's frames
 
     def __len__(self) -> int:
@@ -72,7 +74,7 @@ class Clip:
 
 
 @lru_cache(maxsize=8192)
-def _read_clip(latents_path: str, features_path: str | None) -> tuple:
+def _read_clip(latents_path: str, features_path: str | None, whisper: str | None) -> tuple:
     table = pq.read_table(latents_path)
     shape = tuple(table.schema.metadata[b"svp.latent_shape"].decode().split(","))
     latents = np.stack(table["latent"].to_numpy(zero_copy_only=False)).astype(np.float16)
@@ -82,6 +84,7 @@ def _read_clip(latents_path: str, features_path: str | None) -> tuple:
     if features_path is not None:
         audio = np.stack(pq.read_table(features_path, columns=["audio"])["audio"].to_numpy(
             zero_copy_only=False)).reshape(-1, N_HIDDEN, 2, WIDTH)[: len(latents)]
+        audio = relative_to_silence(audio, whisper, FPS).astype(np.float16)
     return (latents.reshape(len(latents), *map(int, shape)), kps, landmarks, audio,
             table["image_jpeg"].to_pylist())
 
@@ -91,12 +94,13 @@ def load_clips(latents_dir: str | Path, features_dir: str | Path, split: str) ->
     `procedural` split (still shots of procedural faces) has no audio."""
     index = read_index(latents_dir, split)
     features = read_index(features_dir).set_index("sample_id")["features_path"]
+    whisper = json.loads((Path(features_dir) / "config.json").read_text())["whisper_checkpoint"]
     clips = []
     for row in index.itertuples():
         audio_from = None if split == "procedural" else \
             str(resolve(features.loc[row.sample_id], features_dir))
         latents, kps, landmarks, audio, jpegs = _read_clip(
-            str(resolve(row.latents_path, latents_dir)), audio_from)
+            str(resolve(row.latents_path, latents_dir)), audio_from, whisper)
         emotion = row.emotion if isinstance(row.emotion, str) else None
         clips.append(Clip(row.sample_id, row.identity, emotion, row.style_group, latents,
                           kps, landmarks, audio, jpegs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -78,6 +79,9 @@ def train_loop(config: dict) -> None:
         if cfg.stage == 3 else None
     torch.manual_seed(cfg.seed)
     denoiser = initial_denoiser(cfg, diffusion).to(device)
+    if cfg.stage == 2:  # where the audio layers start; a resumed checkpoint holds the same
+        denoiser.audio_projection.fit_normaliser(
+            torch.from_numpy(np.concatenate([c.audio for c in clips if len(c.audio)])).to(device))
     params = set_trainable(denoiser, cfg.stage)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()

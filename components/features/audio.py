@@ -96,6 +96,24 @@ def per_frame(states: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     return states[:, index].transpose(1, 0, 2, 3)
 
 
+@cache
+def _silence_frames(checkpoint: str | None, n_frames: int, fps: float) -> np.ndarray:
+    samples = np.zeros(round(n_frames * SAMPLE_RATE / fps), np.float32)
+    return per_frame(encode_clip(samples, checkpoint), n_frames, fps)
+
+
+def relative_to_silence(frames: np.ndarray, checkpoint: str | None = None,
+                        fps: float = 25) -> np.ndarray:
+    """Per-frame states (T, N_HIDDEN, 2, width) minus those of a silence as long (the same
+    positions, and the same context for the attention blocks).
+
+    The position table is a fixed offset on every state; in the random stand-in it is ~99% of the
+    states' variance, so a model reading raw states learns the frame's position in the clip
+    (which predicts the mouth opening with R² 0.15 on held-out clips) and not the speech.
+    Relative to silence, what is left is what the sound adds."""
+    return frames.astype(np.float32) - _silence_frames(checkpoint, len(frames), fps)
+
+
 def audio_window(frames: np.ndarray, t: int, seconds: float = 0.2, fps: float = 25) -> np.ndarray:
     """The (N_HIDDEN, 2 * k, width) window centred on frame `t` from per-frame features
     (T, N_HIDDEN, 2, width), k = seconds * fps frames, edges repeated."""
