@@ -3,12 +3,14 @@ dropped, the temporal limit, save/load without pickles, the sampler."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from components.config import DiffusionConfig, MotionConfig, UNetConfig, VaeConfig
 from components.diffusion.build import add_motion_modules, motion_config, new_denoiser
 from components.diffusion.denoiser import Denoiser
+from components.diffusion.metrics import paired_difference
 from components.diffusion.recipes import set_trainable
 from components.diffusion.sampler import sample
 from components.diffusion.schedule import sampling_scheduler
@@ -166,6 +168,15 @@ def test_audio_normaliser_standardises_and_travels_with_the_weights(tmp_path):
     save_pretrained(denoiser, tmp_path / "d")
     loaded = load_pretrained(Denoiser, tmp_path / "d")
     torch.testing.assert_close(loaded.audio_projection.feature_std, projection.feature_std)
+
+
+def test_paired_difference_is_a_gap_over_windows_with_its_standard_error():
+    a = np.array([2.0, 2.0, 3.0, 3.0, 1.0, np.nan])  # three windows of two frames
+    b = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    mean, se = paired_difference(a, b, frames=2)
+    assert mean == pytest.approx(1.0)  # window gaps 1, 2, 0
+    assert se == pytest.approx(1.0 / np.sqrt(3))
+    assert np.isnan(paired_difference(a[:2], b[:2], frames=2)[1])  # one window: no spread
 
 
 def test_sampler_is_seeded_and_guided():

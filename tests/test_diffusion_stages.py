@@ -119,9 +119,10 @@ def test_the_stages_write_their_checks_pictures_and_versions(trained):
         assert len((report / "loss.tsv").read_text().splitlines()) == STAGE["steps"] + 1
         assert (trained / f"data/denoiser_stage{stage}" / WEIGHTS).is_file()
     stage2 = json.loads((trained / "reports/stage2/metrics.json").read_text())
-    assert {"m_lmd_own", "m_lmd_other", "m_lmd_repeated"} <= set(stage2)
+    assert {"m_lmd_own", "m_lmd_other", "m_lmd_repeated", "m_lmd_own_minus_other_se"} <= \
+        set(stage2)
     stage3 = json.loads((trained / "reports/stage3/metrics.json").read_text())
-    assert {"f_lmd_style", "f_lmd_no_style"} <= set(stage3)
+    assert {"f_lmd_style", "f_lmd_no_style", "f_lmd_style_minus_off_se"} <= set(stage3)
     client = MlflowClient(f"sqlite:///{trained / '.svp/mlflow.db'}")
     for name in ("svp-vae", "svp-denoiser-stage1", "svp-denoiser-stage2",
                  "svp-denoiser-stage3"):

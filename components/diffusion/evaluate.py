@@ -14,7 +14,9 @@ sampler (Euler, `diffusion.sampling`), landmarks found on the pixels by the proj
   F-LMD with the style attention off.
 
 Every stage also reports PSNR, SSIM, F-LMD and M-LMD of its main row, and a picture of the
-generated frames next to the real ones.
+generated frames next to the real ones. Stages 2 and 3 also report the compared gap with its
+standard error over the batch's windows (`*_minus_*`, `*_se`): the batch is small, and a gap
+within two standard errors is noise whichever way the check went.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import torch
 from components.config import DiffusionConfig
 from components.diffusion.denoiser import Denoiser
 from components.diffusion.frames import Clip, audio_windows, kps_images
-from components.diffusion.metrics import FaceLandmarks, kps_error, m_lmd, nanmean, psnr, ssim
+from components.diffusion.metrics import (
+    FaceLandmarks,
+    kps_error,
+    m_lmd,
+    nanmean,
+    paired_difference,
+    psnr,
+    ssim,
+)
 from components.diffusion.metrics import f_lmd as full_lmd
 from components.diffusion.sampler import sample
 from components.diffusion.schedule import sampling_scheduler
@@ -201,6 +211,8 @@ def _stage2(ev: Evaluation, items: list[Item], frames: int):
                                                 ("repeated", repeated))}
     metrics = frame_scores(own, real, lm["own"], lm_real) | {
         f"m_lmd_{name}": nanmean(m_lmd(found, lm_real)) for name, found in lm.items()}
+    gap, se = paired_difference(m_lmd(lm["own"], lm_real), m_lmd(lm["other"], lm_real), frames)
+    metrics |= {"m_lmd_own_minus_other": gap, "m_lmd_own_minus_other_se": se}
     metrics["learned"] = {"mouth_follows_audio":
                           metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_other"]
                           and metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_repeated"]}
@@ -219,6 +231,9 @@ def _stage3(ev: Evaluation, items: list[Item], frames: int):
         "f_lmd_style": nanmean(full_lmd(lm_styled, lm_real)),
         "f_lmd_no_style": nanmean(full_lmd(lm_unstyled, lm_real)),
         "emotions": sorted({ev.clips[i.target].emotion for i in items})}
+    gap, se = paired_difference(full_lmd(lm_styled, lm_real), full_lmd(lm_unstyled, lm_real),
+                                frames)
+    metrics |= {"f_lmd_style_minus_off": gap, "f_lmd_style_minus_off_se": se}
     metrics["learned"] = {"style_moves_expression":
                           metrics["f_lmd_style"] < metrics["f_lmd_no_style"]}
     rows = [ev.reference_frames(items, 1)[:, 0], real[:, frames // 2],

@@ -69,3 +69,13 @@ def kps_error(landmarks: np.ndarray, kps: np.ndarray) -> np.ndarray:
 def nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, frames: int) -> tuple[float, float]:
+    """Mean and standard error, over windows of `frames` frames, of per-frame scores `a` - `b`
+    (two generations of the same windows): whether a gap between two rows is more than noise."""
+    per_window = np.nanmean((a - b).reshape(-1, frames), axis=1)
+    per_window = per_window[np.isfinite(per_window)]
+    if len(per_window) < 2:
+        return float("nan"), float("nan")
+    return float(per_window.mean()), float(per_window.std(ddof=1) / np.sqrt(len(per_window)))
