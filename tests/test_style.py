@@ -223,7 +223,7 @@ def test_two_ray_workers_with_ddp(features, tmp_path):
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     state = json.loads((tmp_path / "ckpt" / "step_0000004" / "state.json").read_text())
-    assert state["world_size"] == 2 and len(state["losses"]) == 4
+    assert state["world_size"] == 2 and len(state["history"]["loss"]) == 4
     assert (tmp_path / "style" / WEIGHTS).exists()
 
 

@@ -55,6 +55,8 @@ def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
             digest.update((features / name).read_bytes())
     recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     recipe["features_sha256"] = digest.hexdigest()
+    recipe["checkpoint_layout"] = "training.loop"  # losses under history["loss"]: older
+    # checkpoints (a "losses" list) are not resumed
     if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
         log.info("training params or features changed; starting over in %s", cfg.checkpoint_dir)
 
@@ -96,7 +98,7 @@ def train_style(cfg: TrainStyleConfig) -> dict:
     run.log_metrics({f"clustering_strength.{m}": v
                      for m, v in result["clustering_strength"].items()}
                     | {f"random_init.{m}": v for m, v in result["random_init"].items()}
-                    | {"final_loss": state["losses"][-1]})
+                    | {"final_loss": state["history"]["loss"][-1]})
     run.log_artifacts([Path(cfg.report_dir) / "clustering.json",
                        Path(cfg.report_dir) / "tsne.png"])
     version = register_style_extractor(run, model, Path(cfg.out_dir), cfg.model_name)

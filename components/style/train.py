@@ -8,7 +8,6 @@ ends with the same weights as one that was never interrupted (on CPU).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,11 +19,10 @@ from components.style.extractor import StyleExtractor, sample_style
 from components.style.objective import modality_dropout, style_infonce
 from components.tracking import StageRun
 from components.training import ray_fit
-from components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from components.training.checkpoint import latest_checkpoint
+from components.training.loop import LoopSettings, resume, run_steps
 from components.training.run_tracking import RankZeroMetrics
-from components.training.seeds import step_random
 
-log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
 
 
@@ -51,23 +49,20 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     model = StyleExtractor(**model_config(cfg, clips[0].expression.shape[1])).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    start, losses = 0, []
-    if (resume := latest_checkpoint(cfg.checkpoint_dir)) is not None:
-        state = load_checkpoint(resume, model, optimizer)
-        start, losses = state["step"], state["losses"]
-        log.info("resuming from %s (step %d)", resume, start)
-    model = ray.train.torch.prepare_model(model) if world > 1 else model
-    model.train()
-    metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
-    for step in range(start, cfg.steps):
-        random = step_random(cfg.seed, step, rank)
+    settings = LoopSettings("train_style", cfg.steps, cfg.checkpoint_every, cfg.checkpoint_dir,
+                            cfg.seed, keep=KEEP_CHECKPOINTS)
+    start, history = resume(settings, model, optimizer)
+    trained = ray.train.torch.prepare_model(model) if world > 1 else model
+    trained.train()
+
+    def step(step: int, random) -> dict[str, float]:
         batch = sample_batch(clips, cfg.groups_per_batch, cfg.windows_per_group, cfg.window,
                              random.numpy)
         keep_exp, keep_audio = modality_dropout(len(batch["group"]), cfg.modality_dropout,
                                                 random.torch)
         batch = {k: v.to(device) for k, v in batch.items()}
-        mean, logvar = model(batch["expression"], batch["audio"], batch["valid"],
-                             keep_exp.to(device), keep_audio.to(device))
+        mean, logvar = trained(batch["expression"], batch["audio"], batch["valid"],
+                               keep_exp.to(device), keep_audio.to(device))
         loss = style_infonce(sample_style(mean, logvar, random.torch), batch["group"],
                              cfg.temperature, cfg.similarity_constant)
         if not torch.isfinite(loss):
@@ -75,16 +70,11 @@ def train_loop(config: dict) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
-        metrics.log({"loss": float(loss)}, step)
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            metrics.flush()
-            inner = model.module if hasattr(model, "module") else model
-            save_checkpoint(cfg.checkpoint_dir, step + 1, inner, optimizer, world_size=world,
-                            extra={"losses": losses, "model_config": model_kwargs(inner)},
-                            keep=KEEP_CHECKPOINTS)
-            log.info("step %d/%d loss %.4f (checkpoint saved)", step + 1, cfg.steps, float(loss))
-    metrics.flush()
+        return {"loss": float(loss)}
+
+    metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
+    run_steps(settings, model, optimizer, step, start=start, history=history, rank=rank,
+              world=world, metrics=metrics, extra={"model_config": model_kwargs(model)})
 
 
 def fit(cfg: TrainStyleConfig, run: StageRun | None = None) -> Path:
