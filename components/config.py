@@ -341,7 +341,8 @@ class TrainDenoiserConfig:
     steps: int = Field(200, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    motion_lr_scale: float = Field(1.0, gt=0)  # the motion modules' lr, relative to lr
+    window_lr_scale: float = Field(1.0, gt=0)  # lr of the window steps (after image_steps),
+    # relative to lr; the motion modules, which single frames cannot train, wait for them
     uncond_probability: float = Field(0.1, ge=0, le=1)  # all conditions dropped together
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (V-Express); null: plain MSE
     mouth_loss_weight: float = Field(0.0, ge=0)  # extra loss weight inside the mouth box
@@ -361,6 +362,29 @@ class TrainDenoiserConfig:
             raise ValueError(f"stage {self.stage} needs init_dir (the previous stage's output)")
         if self.stage == 3 and not self.style_model:
             raise ValueError("stage 3 needs style_model (the trained style extractor)")
+        return self
+
+
+@dataclass(config=STRICT)
+class GenerateConfig:
+    """`svp generate`: which trained parts make the generator, and how long videos are made."""
+
+    denoiser: str = "data/denoiser_stage3"  # a save_pretrained folder or a models:/ URI
+    vae: str = "data/vae"
+    style_model: str = "data/style"
+    features_dir: str = "data/features"  # the features stage's settings and expression basis
+    window: int = Field(16, ge=1)  # frames denoised together (at most the motion limit)
+    overlap: int = Field(4, ge=0)  # frames neighbouring windows share, blended
+    window_batch: int = Field(4, ge=1)  # windows per denoiser call
+    decode_batch: int = Field(16, ge=1)
+    max_audio_s: float = Field(120.0, gt=0)  # longer speech is refused
+    head_motion: float = Field(0.03, ge=0)  # derived head sway, share of the face width
+    crf: int = Field(18, ge=0, le=51)  # H.264 quality of the mp4
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.overlap >= self.window:
+            raise ValueError(f"overlap {self.overlap} must be below window {self.window}")
         return self
 
 
@@ -393,6 +417,7 @@ class Params:
         stage=3, init_dir="data/denoiser_stage2", style_model="data/style",
         out_dir="data/denoiser_stage3", checkpoint_dir="data/denoiser_stage3_checkpoints",
         report_dir="reports/stage3", frames=8, batch_size=2, model_name="svp-denoiser-stage3"))
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 

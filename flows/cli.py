@@ -24,6 +24,9 @@ train_app = typer.Typer(help="Training stages: style, vae, stage1, stage2, stage
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(pipeline_app, name="pipeline")
+style_app = typer.Typer(help="Styles: extract a style reference video's prior to a file.",
+                        no_args_is_help=True)
+app.add_typer(style_app, name="style")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
 
@@ -137,6 +140,73 @@ def train_stage3(params: ParamsOption = Path("params.yaml")):
 
     loaded = load_params(params)
     _report_stage(train_denoiser(loaded.train_stage3, loaded.diffusion))
+
+
+Model = Annotated[str | None, typer.Option(help="A save_pretrained folder or models:/ URI.")]
+
+
+@app.command("generate")
+def generate(
+    image: Annotated[Path, typer.Option(help="The portrait (any size; the largest face).")],
+    audio: Annotated[Path, typer.Option(help="The speech: anything ffmpeg reads.")],
+    out: Annotated[Path, typer.Option(help="The mp4 to write (atomically).")],
+    style_video: Annotated[list[Path] | None, typer.Option(
+        help="A style reference video (give two to mix).")] = None,
+    style: Annotated[list[Path] | None, typer.Option(
+        help="A style file from `svp style extract` (give two to mix).")] = None,
+    style_mix: Annotated[float | None, typer.Option(
+        help="With two styles: 0 is the first (videos before files), 1 the second.")] = None,
+    style_mean: Annotated[bool, typer.Option(
+        help="The style prior's mean instead of a draw from it.")] = False,
+    pose_video: Annotated[Path | None, typer.Option(
+        help="Head motion from this video (else derived from the portrait).")] = None,
+    seed: int = 0,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps [diffusion.sampling].")] = None,
+    guidance: Annotated[float | None, typer.Option(
+        help="Classifier-free guidance scale [diffusion.sampling].")] = None,
+    denoiser: Model = None, vae: Model = None, style_model: Model = None,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """A talking-head mp4 of the portrait saying the speech, in the style."""
+    from components.generation.generate import Request, with_models
+    from components.generation.generate import generate as generate_video
+
+    loaded = with_models(load_params(params), denoiser, vae, style_model)
+    request = Request(str(image), str(audio), str(out),
+                      tuple(map(str, style_video or ())), tuple(map(str, style or ())),
+                      style_mix, style_mean, pose_video and str(pose_video), seed, steps,
+                      guidance)
+    made = generate_video(loaded, request)
+    typer.echo(f"wrote {made['out']}: {made['frames']} frames, {made['seconds']:.2f} s")
+
+
+@app.command("register-generator")
+def register_generator_command(denoiser: Model = None, vae: Model = None,
+                               style_model: Model = None,
+                               params: ParamsOption = Path("params.yaml")):
+    """Register the generator (params' `generate` parts) as a version of svp-generator, for
+    `mlflow models serve`."""
+    from components.generation.generate import with_models
+    from components.generation.registry import register_generator
+
+    loaded = with_models(load_params(params), denoiser, vae, style_model)
+    version = register_generator(loaded.generate, loaded.diffusion)
+    typer.echo(f"svp-generator v{version}; serve it with: mlflow models serve -m "
+               f"models:/svp-generator/{version} --env-manager local -p 5001")
+
+
+@style_app.command("extract")
+def style_extract(
+    video: Annotated[Path, typer.Argument(help="The style reference video.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The style file to write.")],
+    style_model: Model = None, params: ParamsOption = Path("params.yaml"),
+):
+    """The intrinsic style prior (mean and variance) of a video, to a file for --style."""
+    from components.generation.extract_style import extract_style
+
+    loaded = load_params(params)
+    style = extract_style(loaded.generate, str(video), str(out), style_model)
+    typer.echo(f"wrote {out}: a {len(style.mean)}-wide style prior of {video.name}")
 
 
 @pipeline_app.command("stages")

@@ -10,7 +10,9 @@ import torch
 from components.config import DiffusionConfig, MotionConfig, UNetConfig, VaeConfig
 from components.diffusion.build import add_motion_modules, motion_config, new_denoiser
 from components.diffusion.denoiser import Denoiser
-from components.diffusion.metrics import paired_difference
+from components.diffusion.evaluate import fixed_items
+from components.diffusion.frames import Clip
+from components.diffusion.metrics import correlation, paired_difference
 from components.diffusion.recipes import set_trainable
 from components.diffusion.sampler import sample
 from components.diffusion.schedule import sampling_scheduler
@@ -177,6 +179,27 @@ def test_paired_difference_is_a_gap_over_windows_with_its_standard_error():
     assert mean == pytest.approx(1.0)  # window gaps 1, 2, 0
     assert se == pytest.approx(1.0 / np.sqrt(3))
     assert np.isnan(paired_difference(a[:2], b[:2], frames=2)[1])  # one window: no spread
+
+
+def clip_with_opening(sample_id: str, identity: str, opening: np.ndarray) -> Clip:
+    landmarks = np.zeros((len(opening), 68, 2), np.float32)
+    landmarks[:, 66, 1] = opening
+    n = len(opening)
+    return Clip(sample_id, identity, "happy", f"{identity}/happy", np.zeros((n, 4, 2, 2)),
+                np.zeros((n, 8, 2)), landmarks, np.zeros((n, 5, 2, 4)), [])
+
+
+def test_stage2_other_speech_is_another_sentence_of_the_same_speaker():
+    t = np.arange(16)
+    speech = np.where(t % 4 < 2, 3.0, 0.0)  # the target's mouth: open, open, shut, shut, ...
+    clips = [clip_with_opening("A_1", "A", speech),
+             clip_with_opening("A_2_same_words", "A", speech + 0.1),  # the same sentence
+             clip_with_opening("A_3_other_words", "A", 3.0 - speech),
+             clip_with_opening("B_1", "B", 3.0 - speech)]  # another speaker: not chosen
+    item = fixed_items(2, clips, 1, 8)[0]
+    assert (item.target, item.other_audio) == (0, 2)
+    assert correlation(speech, 3.0 - speech) == pytest.approx(-1.0)
+    assert np.isnan(correlation(speech, np.ones(16)))  # a still mouth has no correlation
 
 
 def test_sampler_is_seeded_and_guided():

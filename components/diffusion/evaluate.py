@@ -6,8 +6,10 @@ sampler (Euler, `diffusion.sampling`), landmarks found on the pixels by the proj
   frame must be closer to the conditioning keypoints than those found on the reference frame.
 - Stage 2, the mouth follows the audio: each test clip's 8-frame window where its mouth moves
   most, referenced on the clip's first frame; M-LMD against the real frames with the clip's own
-  speech must be clearly (5%) below M-LMD with another clip's speech and below the reference
-  frame repeated.
+  speech must be clearly (5%) below M-LMD with another clip's speech (another sentence of the
+  same speaker, `_other_speech`) and below the reference frame repeated. Beside it, the
+  correlation of the generated mouth opening with the real one, driven by either speech: the
+  lip sync itself, which M-LMD mixes with the mouth's placement and shape.
 - Stage 3, the style moves the expression: emotional test clips' windows, one emotion after
   another, referenced on the first frame of the same identity's neutral clip, styled by a draw
   from the prior of another clip of the target's emotion; F-LMD with the style must be below
@@ -32,8 +34,10 @@ from components.diffusion.denoiser import Denoiser
 from components.diffusion.frames import Clip, audio_windows, kps_images
 from components.diffusion.metrics import (
     FaceLandmarks,
+    correlation,
     kps_error,
     m_lmd,
+    mouth_opening,
     nanmean,
     paired_difference,
     psnr,
@@ -63,9 +67,35 @@ def _farthest_frame(clip: Clip) -> int:
 
 def _liveliest_window(clip: Clip, frames: int) -> int:
     """The start of the window where the mouth moves most (lip sync shows only there)."""
-    opening = np.linalg.norm(clip.landmarks[:, 62] - clip.landmarks[:, 66], axis=-1)
+    opening = mouth_opening(clip.landmarks)
     starts = range(max(1, len(clip) - frames + 1))
     return max(starts, key=lambda s: (np.ptp(opening[s:s + frames]), -s))
+
+
+def _mouth_opening(clip: Clip, start: int, frames: int) -> np.ndarray:
+    return mouth_opening(clip.landmarks[np.clip(np.arange(start, start + frames), 0,
+                                                len(clip) - 1)])
+
+
+def _other_speech(clips: list[Clip], order: list[int], target: int, start: int,
+                  frames: int) -> int | None:
+    """The same identity's clip whose speech moves the mouth least like the target's over the
+    window (lowest correlation of the real mouth openings): another sentence, not the same words
+    in another emotion (MEAD and the synth reuse each speaker's sentences across emotions; on
+    the embedded test clips the first other clip's openings correlated 0.82 with the target's)."""
+    same = [j for j in order if j != target and clips[j].identity == clips[target].identity]
+    candidates = same or [j for j in order if j != target]
+    if not candidates:
+        return None
+    own = _mouth_opening(clips[target], start, frames)
+
+    def likeness(j: int) -> float:
+        other = _mouth_opening(clips[j], start, frames)
+        if own.std() < 1e-6 or other.std() < 1e-6:
+            return 0.0
+        return float(np.corrcoef(own, other)[0, 1])
+
+    return min(candidates, key=lambda j: (likeness(j), j))
 
 
 def _alternate(order: list[int], clips: list[Clip]) -> list[int]:
@@ -84,11 +114,9 @@ def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Item
     if stage == 2:
         items = []
         for i in _alternate(order, clips)[:n]:
-            clip = clips[i]
-            others = [j for j in order if j != i and clips[j].identity == clip.identity] or \
-                [j for j in order if j != i]
-            items.append(Item(i, _liveliest_window(clip, frames), i, 0,
-                              other_audio=others[0] if others else None))
+            start = _liveliest_window(clips[i], frames)
+            items.append(Item(i, start, i, 0,
+                              other_audio=_other_speech(clips, order, i, start, frames)))
         return items
     # stage 3: one emotion after another, each referenced on a neutral frame (or, without a
     # neutral clip of that identity, another emotion's)
@@ -213,6 +241,9 @@ def _stage2(ev: Evaluation, items: list[Item], frames: int):
         f"m_lmd_{name}": nanmean(m_lmd(found, lm_real)) for name, found in lm.items()}
     gap, se = paired_difference(m_lmd(lm["own"], lm_real), m_lmd(lm["other"], lm_real), frames)
     metrics |= {"m_lmd_own_minus_other": gap, "m_lmd_own_minus_other_se": se}
+    opening = mouth_opening(lm_real)
+    metrics |= {f"mouth_opening_corr_{name}": correlation(mouth_opening(lm[name]), opening)
+                for name in ("own", "other")}
     metrics["learned"] = {"mouth_follows_audio":
                           metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_other"]
                           and metrics["m_lmd_own"] < MARGIN * metrics["m_lmd_repeated"]}

@@ -66,6 +66,19 @@ def kps_error(landmarks: np.ndarray, kps: np.ndarray) -> np.ndarray:
     return landmark_distance(head_kps(landmarks), kps)
 
 
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening per frame of (N, 68, 2) landmarks: upper to lower lip midpoint."""
+    return np.linalg.norm(landmarks[:, 62] - landmarks[:, 66], axis=-1)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation over the frames where both are finite (NaN if either is constant)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
 def nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

@@ -60,6 +60,17 @@ def initial_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> De
     return denoiser
 
 
+def learning_rate(cfg: TrainDenoiserConfig, images: bool, motion: bool) -> float:
+    """Single-frame steps train at `lr` and leave the motion modules alone (one frame has no
+    motion to learn); window steps train at `lr` x `window_lr_scale`. In stage 2 the audio
+    layers learn on the single-frame steps (16 clips per batch) and are only refined on the
+    windows: at the full lr, 100 window steps of 2 windows took their learnt effect on the
+    mouth loss from 15% back to 3% (measured on the training clips)."""
+    if images:
+        return 0.0 if motion else cfg.lr
+    return cfg.lr * cfg.window_lr_scale
+
+
 def train_loop(config: dict) -> None:
     """The per-worker function Ray Train runs."""
     import ray.train
@@ -86,10 +97,9 @@ def train_loop(config: dict) -> None:
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     motion = {id(p) for n, p in denoiser.named_parameters() if "motion_modules" in n}
-    groups = [{"params": [p for p in params if id(p) not in motion], "lr": cfg.lr},
-              {"params": [p for p in params if id(p) in motion],
-               "lr": cfg.lr * cfg.motion_lr_scale}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]],
+    groups = [{"params": [p for p in params if id(p) not in motion], "motion": False},
+              {"params": [p for p in params if id(p) in motion], "motion": True}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     settings = LoopSettings(f"train_stage{cfg.stage}", cfg.steps, cfg.checkpoint_every,
                             cfg.checkpoint_dir, cfg.seed)
@@ -104,6 +114,8 @@ def train_loop(config: dict) -> None:
 
     def step(step: int, random) -> dict[str, float]:
         images = step < cfg.image_steps
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, images, group["motion"])
         frames, size = (1, cfg.image_batch_size) if images else (cfg.frames, cfg.batch_size)
         picks = [pick_sample(cfg.stage, clips, frames, random.numpy,
                              pools[int(len(pools) > 1 and random.numpy.random()

@@ -1,0 +1,1 @@
+"""Generation: a talking-head video from a portrait, speech and a style (`svp generate`)."""

@@ -1,0 +1,78 @@
+"""The trained parts a video is generated with, and where they came from.
+
+By default these are the pipeline's own outputs (`generate` in params.yaml: the stage-3
+denoiser, the VAE, the style extractor, and the features stage's settings and expression
+basis, so inputs are processed as training data was). Each part may instead be any
+`save_pretrained` folder or registry URI (`models:/svp-denoiser-stage3/4`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+from components.config import DiffusionConfig, GenerateConfig
+from components.diffusion.denoiser import Denoiser
+from components.errors import SvpError
+from components.features.expression import ExpressionBasis
+from components.style.extractor import StyleExtractor
+from components.training.registry import load_model_from
+
+
+@dataclass
+class Generator:
+    vae: AutoencoderKL
+    denoiser: Denoiser
+    style_model: StyleExtractor
+    basis: ExpressionBasis
+    features: dict  # the features stage's config.json: fps, crop_scale, whisper checkpoint, ...
+    diffusion: DiffusionConfig
+    provenance: list[str]  # one line per part: what was loaded
+
+
+def describe(source: str) -> str:
+    """`source` and, for a folder, the first 12 hex digits of its weights' sha256."""
+    if source.startswith("models:/"):
+        return source
+    weights = sorted(Path(source).glob("*.safetensors"))
+    digest = hashlib.sha256()
+    for path in weights:
+        digest.update(path.read_bytes())
+    return f"{source} (weights {digest.hexdigest()[:12]})" if weights else source
+
+
+def training_data(features_dir: Path, features: dict) -> str:
+    """Which data the generator was trained on, from the features index."""
+    index = pq.read_table(features_dir / "index.parquet").to_pandas()
+    train = index[index["split"] == "train"]
+    return (f"{len(train)} clips of {train['identity'].nunique()} identities "
+            f"({features.get('manifest', '?')})")
+
+
+def features_settings(features_dir: str | Path) -> tuple[dict, ExpressionBasis]:
+    """The features stage's config.json and expression basis: inputs are processed as the
+    training data was."""
+    config, basis = Path(features_dir) / "config.json", Path(features_dir) / "expression_basis.npz"
+    for path in (config, basis):
+        if not path.is_file():
+            raise SvpError(f"{path}: not found (run `dvc repro` to train the generator, or set "
+                           "generate.features_dir)")
+    return json.loads(config.read_text()), ExpressionBasis.load(basis)
+
+
+def load_generator(cfg: GenerateConfig, diffusion: DiffusionConfig) -> Generator:
+    features_dir = Path(cfg.features_dir)
+    features, basis = features_settings(features_dir)
+    denoiser = load_model_from(cfg.denoiser, Denoiser)
+    vae = load_model_from(cfg.vae, AutoencoderKL)
+    style_model = load_model_from(cfg.style_model, StyleExtractor)
+    provenance = [f"denoiser {describe(cfg.denoiser)}", f"VAE {describe(cfg.vae)}",
+                  f"style extractor {describe(cfg.style_model)}",
+                  f"trained on {training_data(features_dir, features)}"]
+    return Generator(vae.eval(), denoiser.eval(), style_model.eval(), basis, features, diffusion,
+                     provenance)
