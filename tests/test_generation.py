@@ -20,13 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from components.config import load_params
 from components.diffusion.build import add_motion_modules, new_denoiser
 from components.diffusion.vae import new_vae
-from components.errors import SvpError
+from components.errors import BAD_INPUT_EXIT_CODE, SvpError
 from components.features.expression import ExpressionBasis
 from components.generation.generate import Request, generate
+from components.generation.head_motion import derived_kps, retargeted_kps
 from components.generation.pipeline import (
     GenerationInputs,
     TalkingHeadPipeline,
@@ -202,10 +204,24 @@ def media(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
             "long": long, "faceless": faceless}
 
 
+def test_retargeting_moves_the_portrait_as_the_pose_video_moves():
+    portrait = np.array([[0, 0], [20, 0], [5, -2], [15, -2], [10, 0], [10, 2], [10, 4],
+                         [10, 6]], np.float32)
+    pose = np.stack([2 * portrait + [100, 50], 2 * portrait + [106, 50]])  # twice as big
+    kps = retargeted_kps(portrait, pose)
+    np.testing.assert_allclose(kps[0], portrait, atol=1e-4)  # its own geometry
+    np.testing.assert_allclose(kps[1], portrait + [3, 0], atol=1e-4)  # half the pose's shift
+    still = derived_kps(portrait, 50, 25, np.zeros(50), seed=0, amplitude=0.0)
+    np.testing.assert_allclose(still, np.broadcast_to(portrait, still.shape), atol=1e-5)
+    moving = derived_kps(portrait, 50, 25, np.linspace(0, 1, 50), seed=0, amplitude=0.03)
+    assert 0 < np.abs(moving - portrait).max() < 0.2 * 20  # sways, within a fifth of the face
+
+
 def test_generate_writes_a_playable_mp4_as_long_as_the_speech(tiny_generator, media, tmp_path):
     out = tmp_path / "out.mp4"
     made = generate(tiny_generator, Request(str(media["portrait"]), str(media["speech"]),
-                                            str(out), style_videos=(str(media["style_video"]),)))
+                                            str(out), style_videos=(str(media["style_video"]),),
+                                            pose_video=str(media["style_video"])))
     speech, rate = decode_audio(media["speech"])
     assert made["frames"] == round(len(speech) / rate * 25)
     info = probe_video(out)
@@ -236,6 +252,20 @@ def test_bad_input_is_one_line_and_leaves_no_mp4(tiny_generator, media, tmp_path
     assert "\n" not in str(err.value)
     assert out.read_bytes() == b"an earlier video"
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_the_cli_reports_bad_input_in_one_line(tiny_generator, media, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(tiny_generator)))))
+    out = tmp_path / "out.mp4"
+    run = subprocess.run([str(Path(sys.executable).with_name("svp")), "generate", "--params",
+                          str(params), "--image", str(media["blank"]), "--audio",
+                          str(media["speech"]), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == BAD_INPUT_EXIT_CODE
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {media['blank']}: no face found in the image"]
+    assert not out.exists()
 
 
 def test_a_missing_model_is_one_line(tiny_generator, media, tmp_path):

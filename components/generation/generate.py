@@ -63,12 +63,9 @@ def choose_style(request: Request, gen: Generator, detector: DlibLandmarks) -> S
     return styles[0] if styles else None
 
 
-def generate(params: Params, request: Request, generator: Generator | None = None) -> dict:
-    """Make `request.out`; returns what was made (frames, seconds, the models used)."""
-    gen = generator or load_generator(params.generate, params.diffusion)
+def prepare_inputs(params: Params, gen: Generator, request: Request) -> GenerationInputs:
+    """The request's portrait, speech, head motion and style as the pipeline's inputs."""
     g, d, f = params.generate, gen.diffusion, gen.features
-    for line in gen.provenance:
-        log.info("model: %s", line)
     detector = DlibLandmarks(f["dlib_predictor"])
     fps = float(f["fps"])
     speech = read_speech(request.audio, fps, f["whisper_checkpoint"], f["min_audio_dbfs"],
@@ -91,9 +88,18 @@ def generate(params: Params, request: Request, generator: Generator | None = Non
         log.info("style: %s (%s)", style.source, "mean" if request.style_mean else
                  f"a draw, seed {request.seed}")
     audio = whisper_features.relative_to_silence(speech.features, f["whisper_checkpoint"], fps)
-    inputs = GenerationInputs(portrait.crop, kps, audio,
-                              None if style is None else style.draw(request.seed,
-                                                                    request.style_mean))
+    return GenerationInputs(portrait.crop, kps, audio,
+                            None if style is None else style.draw(request.seed,
+                                                                  request.style_mean))
+
+
+def generate(params: Params, request: Request, generator: Generator | None = None) -> dict:
+    """Make `request.out`; returns what was made (frames, seconds, the models used)."""
+    gen = generator or load_generator(params.generate, params.diffusion)
+    g, d, fps = params.generate, gen.diffusion, float(gen.features["fps"])
+    for line in gen.provenance:
+        log.info("model: %s", line)
+    inputs = prepare_inputs(params, gen, request)
     pipeline = TalkingHeadPipeline(gen.vae, gen.denoiser, d, g.window, g.overlap,
                                    g.window_batch, g.decode_batch)
     frames = pipeline(inputs, steps=request.steps or d.sampling.steps,

@@ -29,6 +29,7 @@ DETECTOR_SIDE = 256  # smaller images are upscaled before detection (dlib's HOG 
 class Portrait:
     crop: np.ndarray  # (R, R, 3) uint8, the generator's framing
     landmarks: np.ndarray  # (68, 2) in crop pixels
+    box: np.ndarray  # (x0, y0, side) of the crop in the image's pixels
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def read_portrait(path: str | Path, detector: DlibLandmarks, crop_scale: float,
     if faces > 1:
         log.info("%s: %d faces found; using the largest", path, faces)
     box = smooth_boxes(landmarks, crop_scale, 1)[0]
-    return Portrait(crop_frame(image, box, resolution), to_crop(landmarks[0], box, resolution))
+    return Portrait(crop_frame(image, box, resolution), to_crop(landmarks[0], box, resolution),
+                    box)
 
 
 def read_speech(path: str | Path, fps: float, whisper_checkpoint: str | None,
