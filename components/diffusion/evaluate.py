@@ -89,11 +89,8 @@ def _other_speech(clips: list[Clip], order: list[int], target: int, start: int,
         return None
     own = _mouth_opening(clips[target], start, frames)
 
-    def likeness(j: int) -> float:
-        other = _mouth_opening(clips[j], start, frames)
-        if own.std() < 1e-6 or other.std() < 1e-6:
-            return 0.0
-        return float(np.corrcoef(own, other)[0, 1])
+    def likeness(j: int) -> float:  # a still mouth: neither like nor unlike
+        return float(np.nan_to_num(correlation(own, _mouth_opening(clips[j], start, frames))))
 
     return min(candidates, key=lambda j: (likeness(j), j))
 

@@ -20,6 +20,7 @@ from components.generation.models import Generator, load_generator
 from components.generation.pipeline import GenerationInputs, TalkingHeadPipeline
 from components.generation.style import Style, load_style, mix, style_from_video
 from components.generation.video_out import write_mp4
+from components.synth.speech import frame_features
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ class Request:
     seed: int = 0
     steps: int | None = None  # default diffusion.sampling.steps
     guidance: float | None = None  # default diffusion.sampling.guidance
-
-
-def loudness(samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """Per frame RMS over the speech's 95th percentile, in 0..1 (the synth's loudness)."""
-    hop = whisper_features.SAMPLE_RATE / fps
-    rms = np.array([np.sqrt(np.mean(samples[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12)
-                    for i in range(n_frames)])
-    return np.clip(rms / (np.percentile(rms, 95) + 1e-8), 0, 1)
 
 
 def choose_style(request: Request, gen: Generator, detector: DlibLandmarks) -> Style | None:
@@ -79,8 +72,8 @@ def prepare_inputs(params: Params, gen: Generator, request: Request) -> Generati
         pose = pose[np.arange(n) % len(pose)]  # a shorter pose video loops
         kps = retargeted_kps(reference_kps, pose)
     else:
-        kps = derived_kps(reference_kps, n, fps, loudness(speech.samples, n, fps),
-                          request.seed, g.head_motion)
+        loudness, _ = frame_features(speech.samples, whisper_features.SAMPLE_RATE, fps, n)
+        kps = derived_kps(reference_kps, n, fps, loudness, request.seed, g.head_motion)
     style = choose_style(request, gen, detector)
     if style is None:
         log.info("no style given: the style attention is off")
