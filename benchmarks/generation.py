@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def naive(pipeline: TalkingHeadPipeline, inputs, steps: int, guidance: float,
 
 def setup(seconds: float, folder: Path):
     params = load_params()
-    gen = load_generator(params.generate, params.diffusion)
+    params = replace(params, generate=replace(params.generate, model=None))  # the pipeline's
+    gen = load_generator(params.generate, params.diffusion)  # own parts, not the champion
     image, audio = held_out_media(folder, seconds)
     inputs = prepare_inputs(params, gen, Request(image, audio, str(folder / "out.mp4")))
     g = params.generate

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from table import emit
 
 STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_vae", "latents",
-          "train_stage1", "train_stage2", "train_stage3")
+          "train_stage1", "train_stage2", "train_stage3", "evaluate", "promote")
 HEADLINES = {  # metric keys worth a column, per stage
     "train_style": ("clustering_strength.both", "random_init.both"),
     "train_vae": ("reconstruction_psnr",),
@@ -27,6 +27,9 @@ HEADLINES = {  # metric keys worth a column, per stage
     "train_stage2": ("m_lmd_own", "m_lmd_other", "m_lmd_repeated",
                      "learned.mouth_follows_audio"),
     "train_stage3": ("f_lmd_style", "f_lmd_no_style", "learned.style_moves_expression"),
+    "evaluate": ("reconstruction.full.m_lmd", "reconstruction.other_speech.m_lmd",
+                 "style_transfer.full.f_lmd", "style_transfer.no_style.f_lmd",
+                 "style_transfer.full.fid", "reconstruction.full.fvd"),
 }
 
 

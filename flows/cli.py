@@ -145,6 +145,24 @@ def train_stage3(params: ParamsOption = Path("params.yaml")):
 Model = Annotated[str | None, typer.Option(help="A save_pretrained folder or models:/ URI.")]
 
 
+@app.command("evaluate")
+def evaluate(params: ParamsOption = Path("params.yaml")):
+    """The paper's evaluation on the held-out identities: both protocols, every row, FID, FVD,
+    PSNR, SSIM, F-LMD, M-LMD; metrics, report and videos under evaluate.out_dir."""
+    from components.evaluation.stage import evaluate as run_evaluation
+
+    loaded = load_params(params)
+    metrics = run_evaluation(loaded.evaluate, loaded)
+    for protocol in ("reconstruction", "style_transfer"):
+        full = metrics[protocol]["full"]
+        typer.echo(f"{protocol}: " + ", ".join(
+            f"{k} {'-' if full[k] is None else f'{full[k]:.3f}'}"
+            for k in ("fid", "fvd", "psnr", "ssim", "f_lmd", "m_lmd")))
+    failed = [name for name, c in metrics["checks"].items() if not c["passed"]]
+    typer.echo(f"checks: {len(metrics['checks']) - len(failed)}/{len(metrics['checks'])} passed"
+               + (f" (not: {', '.join(failed)})" if failed else ""))
+
+
 @app.command("generate")
 def generate(
     image: Annotated[Path, typer.Option(help="The portrait (any size; the largest face).")],
@@ -164,20 +182,45 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Denoising steps [diffusion.sampling].")] = None,
     guidance: Annotated[float | None, typer.Option(
         help="Classifier-free guidance scale [diffusion.sampling].")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="A registered generator (default: generate.model, the champion).")] = None,
     denoiser: Model = None, vae: Model = None, style_model: Model = None,
     params: ParamsOption = Path("params.yaml"),
 ):
-    """A talking-head mp4 of the portrait saying the speech, in the style."""
+    """A talking-head mp4 of the portrait saying the speech, in the style (by default with the
+    registry's champion generator; --denoiser, --vae, --style-model choose parts instead)."""
     from components.generation.generate import Request, with_models
     from components.generation.generate import generate as generate_video
 
-    loaded = with_models(load_params(params), denoiser, vae, style_model)
+    loaded = with_models(load_params(params), denoiser, vae, style_model, model)
     request = Request(str(image), str(audio), str(out),
                       tuple(map(str, style_video or ())), tuple(map(str, style or ())),
                       style_mix, style_mean, pose_video and str(pose_video), seed, steps,
                       guidance)
     made = generate_video(loaded, request)
     typer.echo(f"wrote {made['out']}: {made['frames']} frames, {made['seconds']:.2f} s")
+
+
+@app.command("promote")
+def promote_command(
+    dry_run: Annotated[bool, typer.Option(
+        help="Print the decision; register nothing, move no alias, write no file.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """Register the evaluated generator as svp-generator's `challenger`; make it `champion` if
+    it beats the current one by promote's rule."""
+    from components.promotion.stage import promote
+
+    record = promote(load_params(params), dry_run=dry_run)
+    verdict = ("would become champion" if record["promoted"] else "would not become champion") \
+        if dry_run else "champion" if record["promoted"] else "challenger, not champion"
+    version = record["challenger_version"]
+    typer.echo(f"{'dry run: ' if dry_run else f'svp-generator v{version}: '}{verdict}: "
+               f"{record['reason']}")
+    for key, c in record["compared"].items():
+        typer.echo(f"  {key}: {c['challenger']:.4g}" + (
+            f" vs champion {c['champion']:.4g} ({c['relative_gain']:+.1%})" if "champion" in c
+            else ""))
 
 
 @app.command("register-generator")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from components.config import SynthConfig
 from components.runtime import apply_offline_defaults
@@ -14,6 +18,8 @@ from components.synth.generate import synthesize_dataset
 
 apply_offline_defaults()
 
+PROJECT = Path(__file__).resolve().parents[1]
+SVP = str(Path(sys.executable).with_name("svp"))
 TINY = SynthConfig(n_identities=3, emotions=["happy", "neutral", "sad"], levels=[3],
                    n_sentences=1, resolution=128, workers=2)
 
@@ -49,3 +55,82 @@ def isolated_mlflow_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# The generator's tiny stages, trained once per session (test_diffusion_stages, test_evaluation)
+DIFFUSION = {
+    "resolution": 32,
+    "vae": {"pretrained": None, "block_out_channels": [8, 16, 16], "layers_per_block": 1,
+            "latent_channels": 4, "norm_num_groups": 8, "mid_block_attention": False},
+    "unet": {"pretrained": None,
+             "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+             "block_out_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": 2,
+             "cross_attention_dim": 32, "norm_num_groups": 8},
+    "motion": {"pretrained": None, "num_attention_heads": 2, "norm_num_groups": 8,
+               "max_seq_length": 8, "use_mid_block": True},
+    "kps_guider_channels": [8, 8, 16],
+    "audio": {"window_s": 0.2, "vector_dim": 4, "hidden_dim": 16, "n_tokens": 2},
+    "style": {"style_dim": 32, "hidden_dim": 16, "n_tokens": 2},
+    "sampling": {"steps": 3, "guidance": 2.0},
+}
+STAGE = {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "eval_samples": 2}
+TINY_EVALUATION = {"reconstruction_clips": 2, "style_transfer_clips": 2, "frames": 16,
+                   "fid_every": 8, "report_videos": 1}
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """Features of 3 identities x happy/neutral/sad x 2 sentences, a random style extractor,
+    and a params.yaml of tiny diffusion stages."""
+    from components.config import FeaturesConfig
+    from components.features.stage import build_features
+    from components.style.extractor import StyleExtractor
+    from tests.test_features_stage import manifest_of
+
+    root = tmp_path_factory.mktemp("diffusion")
+    synthesize_dataset(replace(TINY, n_sentences=2), root / "mead")
+    features = FeaturesConfig(manifest=str(manifest_of(root / "mead", root)),
+                              out_dir=str(root / "data/features"),
+                              report_dir=str(root / "reports/features"))
+    build_features(features)
+    torch.manual_seed(0)
+    StyleExtractor(expression_dim=16, d_model=32, n_layers=1).save_pretrained(
+        root / "data/style")
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["diffusion"] = DIFFUSION
+    params["train_vae"].update(steps=6, batch_size=4, checkpoint_every=3, procedural_faces=8,
+                               eval_frames=8)
+    params["latents"].update(procedural_identities=3, procedural_frames=2, batch_size=16)
+    params["train_stage1"].update(STAGE, procedural_share=0.5)
+    params["train_stage2"].update(STAGE, frames=4, image_steps=2, image_batch_size=4)
+    params["train_stage3"].update(STAGE, frames=4)
+    params["generate"].update(window=8, overlap=2)
+    params["evaluate"].update(TINY_EVALUATION)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.yaml").write_text("stages: {}\n")  # the project root for stored paths
+    return root
+
+
+def svp(cwd: Path, *args: str, params: Path | None = None, check: bool = True):
+    command = [SVP, *args, "--params", str(params or cwd / "params.yaml")]
+    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if check:
+        assert run.returncode == 0, f"{args}: {run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    return run
+
+
+def with_params(project: Path, name: str, change) -> Path:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    path = project / name
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(project) -> Path:
+    for command in (("train", "vae"), ("data", "latents"), ("train", "stage1"),
+                    ("train", "stage2"), ("train", "stage3")):
+        svp(project, *command)
+    return project

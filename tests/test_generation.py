@@ -171,7 +171,7 @@ def tiny_generator(tmp_path_factory):
     pq.write_table(pa.table({"sample_id": ["a"], "identity": ["A"], "split": ["train"]}),
                    features / "index.parquet")
     params = load_params()
-    g = dataclasses.replace(params.generate, denoiser=str(root / "denoiser"),
+    g = dataclasses.replace(params.generate, model=None, denoiser=str(root / "denoiser"),
                             vae=str(root / "vae"), style_model=str(root / "style"),
                             features_dir=str(features), window=8, overlap=2, max_audio_s=20)
     return dataclasses.replace(params, generate=g, diffusion=dataclasses.replace(
@@ -275,6 +275,18 @@ def test_a_missing_model_is_one_line(tiny_generator, media, tmp_path):
         generate(params, Request(str(media["portrait"]), str(media["speech"]),
                                  str(tmp_path / "out.mp4")))
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_without_a_champion_the_default_model_is_a_one_line_error(tiny_generator, media,
+                                                                   tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = dataclasses.replace(tiny_generator, generate=dataclasses.replace(
+        tiny_generator.generate, model="models:/svp-generator@champion"))
+    with pytest.raises(SvpError, match=r"svp-generator@champion: cannot load this registered "
+                       r"generator .* run `dvc repro`") as err:
+        generate(params, Request(str(media["portrait"]), str(media["speech"]),
+                                 str(tmp_path / "out.mp4")))
+    assert "\n" not in str(err.value) and not (tmp_path / "out.mp4").exists()
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from components.dvc_pipeline import stage_order
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
-from tests.test_diffusion_stages import DIFFUSION, STAGE
+from tests.conftest import DIFFUSION, STAGE, TINY_EVALUATION
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -46,7 +46,8 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(PROJECT / "components", root / "components",
                     ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    params["synth"].update(n_identities=3, emotions=["happy", "sad"], levels=[3], n_sentences=2)
+    params["synth"].update(n_identities=3, emotions=["happy", "neutral", "sad"], levels=[3],
+                           n_sentences=2)
     params["ingest"]["split"]["n_test_identities"] = 1
     params["train_style"].update(steps=20, checkpoint_every=10, d_model=32, n_layers=1,
                                  groups_per_batch=4, windows_per_group=3, window=32)
@@ -56,6 +57,8 @@ def project(tmp_path_factory) -> Path:
     params["latents"].update(procedural_identities=2, procedural_frames=2, batch_size=16)
     for n, frames in ((1, 1), (2, 4), (3, 4)):
         params[f"train_stage{n}"].update(STAGE, steps=2, frames=frames, image_steps=0)
+    params["generate"].update(window=8, overlap=2)
+    params["evaluate"].update(TINY_EVALUATION)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     sh("git", "init", "-q", cwd=root)
@@ -65,7 +68,7 @@ def project(tmp_path_factory) -> Path:
 
 
 STAGES = ["synth", "ingest", "validate", "features", "train_vae", "latents", "train_stage1",
-          "train_style", "train_stage2", "train_stage3"]  # DVC's topological order
+          "train_style", "train_stage2", "train_stage3", "evaluate", "promote"]  # DVC's order
 
 
 def test_stage_order_comes_from_dvc(project):
@@ -76,10 +79,10 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     from flows.pipeline import svp_pipeline
 
     assert svp_pipeline(root=str(project)) == STAGES
-    assert len(list((project / "data/synth").rglob("*.mp4"))) == 12
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 18
     assert (project / "data/validated/manifest.parquet").exists()
     assert (project / "reports/validate/report.html").exists()
-    assert len(list((project / "data/features/clips").glob("*.parquet"))) == 12
+    assert len(list((project / "data/features/clips").glob("*.parquet"))) == 18
     lock = (project / "dvc.lock").read_text()
 
     repro = sh("dvc", "repro", cwd=project)
@@ -88,12 +91,13 @@ def test_flow_runs_dvc_stages_then_dvc_repro_is_a_noop(project, prefect_harness)
     assert svp_pipeline(root=str(project)) == []  # the flow skips unchanged stages too
     client = MlflowClient(f"sqlite:///{project / '.svp/mlflow.db'}")
     for name in ("svp-style-extractor", "svp-vae", "svp-denoiser-stage1", "svp-denoiser-stage2",
-                 "svp-denoiser-stage3"):
+                 "svp-denoiser-stage3", "svp-generator"):
         assert len(client.search_model_versions(f"name='{name}'")) == 1  # not again
     experiments = [e.experiment_id for e in client.search_experiments()]
     tracked = [r.data.tags["svp.stage"] for r in client.search_runs(experiments)]
     assert sorted(tracked) == sorted(STAGES)
     assert (project / "reports/style/clustering.json").exists()
+    assert str(client.get_model_version_by_alias("svp-generator", "champion").version) == "1"
 
     # a changed param reruns only the stages that read it
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -166,7 +170,7 @@ def test_local_remote_push_pull_round_trip(project, prefect_harness):
         shutil.rmtree(project / out)
     sh("dvc", "pull", cwd=project)
     assert digest(manifest) == before
-    assert len(list((project / "data/synth").rglob("*.mp4"))) == 12
+    assert len(list((project / "data/synth").rglob("*.mp4"))) == 18
     status = sh("dvc", "status", cwd=project)
     assert "up to date" in status.stdout
 

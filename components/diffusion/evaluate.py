@@ -7,7 +7,7 @@ sampler (Euler, `diffusion.sampling`), landmarks found on the pixels by the proj
 - Stage 2, the mouth follows the audio: each test clip's 8-frame window where its mouth moves
   most, referenced on the clip's first frame; M-LMD against the real frames with the clip's own
   speech must be clearly (5%) below M-LMD with another clip's speech (another sentence of the
-  same speaker, `_other_speech`) and below the reference frame repeated. Beside it, the
+  same speaker, `other_speech`) and below the reference frame repeated. Beside it, the
   correlation of the generated mouth opening with the real one, driven by either speech: the
   lip sync itself, which M-LMD mixes with the mouth's placement and shape.
 - Stage 3, the style moves the expression: emotional test clips' windows, one emotion after
@@ -65,7 +65,7 @@ def _farthest_frame(clip: Clip) -> int:
     return int(np.argmax(np.linalg.norm(clip.kps - clip.kps[0], axis=-1).mean(-1)))
 
 
-def _liveliest_window(clip: Clip, frames: int) -> int:
+def liveliest_window(clip: Clip, frames: int) -> int:
     """The start of the window where the mouth moves most (lip sync shows only there)."""
     opening = mouth_opening(clip.landmarks)
     starts = range(max(1, len(clip) - frames + 1))
@@ -77,7 +77,7 @@ def _mouth_opening(clip: Clip, start: int, frames: int) -> np.ndarray:
                                                 len(clip) - 1)])
 
 
-def _other_speech(clips: list[Clip], order: list[int], target: int, start: int,
+def other_speech(clips: list[Clip], order: list[int], target: int, start: int,
                   frames: int) -> int | None:
     """The same identity's clip whose speech moves the mouth least like the target's over the
     window (lowest correlation of the real mouth openings): another sentence, not the same words
@@ -95,7 +95,7 @@ def _other_speech(clips: list[Clip], order: list[int], target: int, start: int,
     return min(candidates, key=lambda j: (likeness(j), j))
 
 
-def _alternate(order: list[int], clips: list[Clip]) -> list[int]:
+def alternate_identities(order: list[int], clips: list[Clip]) -> list[int]:
     """Clips one identity after another (W003's first, W004's first, W003's second, ...)."""
     by_identity: dict[str, list[int]] = {}
     for i in order:
@@ -107,13 +107,14 @@ def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Item
     """The same held-out batch every time: at most `n` items."""
     order = sorted(range(len(clips)), key=lambda i: clips[i].sample_id)
     if stage == 1:
-        return [Item(i, _farthest_frame(clips[i]), i, 0) for i in _alternate(order, clips)[:n]]
+        return [Item(i, _farthest_frame(clips[i]), i, 0)
+                for i in alternate_identities(order, clips)[:n]]
     if stage == 2:
         items = []
-        for i in _alternate(order, clips)[:n]:
-            start = _liveliest_window(clips[i], frames)
+        for i in alternate_identities(order, clips)[:n]:
+            start = liveliest_window(clips[i], frames)
             items.append(Item(i, start, i, 0,
-                              other_audio=_other_speech(clips, order, i, start, frames)))
+                              other_audio=other_speech(clips, order, i, start, frames)))
         return items
     # stage 3: one emotion after another, each referenced on a neutral frame (or, without a
     # neutral clip of that identity, another emotion's)

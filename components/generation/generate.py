@@ -104,9 +104,15 @@ def generate(params: Params, request: Request, generator: Generator | None = Non
 
 
 def with_models(params: Params, denoiser: str | None = None, vae: str | None = None,
-                style_model: str | None = None) -> Params:
-    """`params` with some of the generator's parts replaced (folders or registry URIs)."""
+                style_model: str | None = None, model: str | None = None) -> Params:
+    """`params` with another registered generator (`model`, a models:/ URI) or with some of
+    its parts replaced (folders or registry URIs; the others come from `generate`'s parts, not
+    from a registered generator)."""
     g = params.generate
+    if model:
+        return replace(params, generate=replace(g, model=model))
+    if not (denoiser or vae or style_model):
+        return params
     return replace(params, generate=replace(
-        g, denoiser=denoiser or g.denoiser, vae=vae or g.vae,
+        g, model=None, denoiser=denoiser or g.denoiser, vae=vae or g.vae,
         style_model=style_model or g.style_model))

@@ -1,16 +1,16 @@
 """The trained parts a video is generated with, and where they came from.
 
-By default these are the pipeline's own outputs (`generate` in params.yaml: the stage-3
-denoiser, the VAE, the style extractor, and the features stage's settings and expression
-basis, so inputs are processed as training data was). Each part may instead be any
+By default this is the registry's champion, `models:/svp-generator@champion` (`generate.model`,
+which `svp promote` moves): one version holding the stage-3 denoiser, the VAE, the style
+extractor, and the features stage's settings and expression basis, so inputs are processed as
+training data was. With `generate.model` null the parts are read one by one instead, each any
 `save_pretrained` folder or registry URI (`models:/svp-denoiser-stage3/4`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,8 +20,9 @@ from components.config import DiffusionConfig, GenerateConfig
 from components.diffusion.denoiser import Denoiser
 from components.errors import SvpError
 from components.features.expression import ExpressionBasis
+from components.runtime import download_registered
 from components.style.extractor import StyleExtractor
-from components.training.registry import load_model_from
+from components.training.registry import load_model_from, weights_digest
 
 
 @dataclass
@@ -36,14 +37,11 @@ class Generator:
 
 
 def describe(source: str) -> str:
-    """`source` and, for a folder, the first 12 hex digits of its weights' sha256."""
+    """`source` and, for a folder, its weights' digest."""
     if source.startswith("models:/"):
         return source
-    weights = sorted(Path(source).glob("*.safetensors"))
-    digest = hashlib.sha256()
-    for path in weights:
-        digest.update(path.read_bytes())
-    return f"{source} (weights {digest.hexdigest()[:12]})" if weights else source
+    digest = weights_digest(source)
+    return f"{source} (weights {digest})" if digest else source
 
 
 def training_data(features_dir: Path, features: dict) -> str:
@@ -65,13 +63,36 @@ def features_settings(features_dir: str | Path) -> tuple[dict, ExpressionBasis]:
     return json.loads(config.read_text()), ExpressionBasis.load(basis)
 
 
+def registered_parts(uri: str) -> dict[str, str]:
+    """A registered `svp-generator` version's parts as local folders (GenerateConfig's fields)."""
+    import yaml
+
+    try:
+        root = download_registered(uri)
+        artifacts = yaml.safe_load((root / "MLmodel").read_text())["flavors"][
+            "python_function"]["artifacts"]
+    except Exception as err:
+        raise SvpError(f"{uri}: cannot load this registered generator "
+                       f"({' '.join(str(err).split())[:140]}); run `dvc repro` (its promote "
+                       "stage sets the champion) or pass --model, or --denoiser, --vae and "
+                       "--style-model") from None
+    path = {key: str(root / value["path"]) for key, value in artifacts.items()}
+    return {"denoiser": path["denoiser"], "vae": path["vae"], "style_model": path["style"],
+            "features_dir": path["features"]}
+
+
 def load_generator(cfg: GenerateConfig, diffusion: DiffusionConfig) -> Generator:
+    """The generator `cfg` names: a registered one (`cfg.model`) or its parts."""
+    origin = []
+    if cfg.model:
+        origin = [f"generator {cfg.model}"]
+        cfg = replace(cfg, model=None, **registered_parts(cfg.model))
     features_dir = Path(cfg.features_dir)
     features, basis = features_settings(features_dir)
     denoiser = load_model_from(cfg.denoiser, Denoiser)
     vae = load_model_from(cfg.vae, AutoencoderKL)
     style_model = load_model_from(cfg.style_model, StyleExtractor)
-    provenance = [f"denoiser {describe(cfg.denoiser)}", f"VAE {describe(cfg.vae)}",
+    provenance = origin + [f"denoiser {describe(cfg.denoiser)}", f"VAE {describe(cfg.vae)}",
                   f"style extractor {describe(cfg.style_model)}",
                   f"trained on {training_data(features_dir, features)}"]
     return Generator(vae.eval(), denoiser.eval(), style_model.eval(), basis, features, diffusion,

@@ -48,7 +48,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         a = context.artifacts
         saved = json.loads(Path(a["generator"]).read_text())
         generate_cfg = GenerateConfig(**saved["generate"] | {
-            "denoiser": a["denoiser"], "vae": a["vae"], "style_model": a["style"],
+            "model": None, "denoiser": a["denoiser"], "vae": a["vae"], "style_model": a["style"],
             "features_dir": a["features"]})
         self.params = Params(diffusion=DiffusionConfig(**saved["diffusion"]),
                              generate=generate_cfg)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from components.config import DiffusionConfig, GenerateConfig
 from components.generation.models import describe
+from components.runtime import download_registered
 from components.tracking import open_stage_run
 
 PYFUNC_GENERATOR = Path(__file__).with_name("pyfunc_generator.py")
@@ -26,16 +27,17 @@ REQUIREMENTS = ["torch==2.13.0", "diffusers", "safetensors", "numpy", "pandas", 
 def _local(source: str, folder: Path) -> str:
     if not source.startswith("models:/"):
         return source
-    import mlflow
 
-    root = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder)))
+    root = download_registered(source, str(folder))
     (config,) = (root / "artifacts").glob("*/config.json")
     return str(config.parent)
 
 
 def register_generator(cfg: GenerateConfig, diffusion: DiffusionConfig,
-                       name: str = "svp-generator", root: str | Path = ".") -> str:
-    """Log and register the generator `cfg` names; returns the new version."""
+                       name: str = "svp-generator", root: str | Path = ".",
+                       stage: str = "register_generator") -> str:
+    """Log and register the generator `cfg` names (in a run of `stage`); returns the new
+    version."""
     import mlflow
 
     parts = {"denoiser": cfg.denoiser, "vae": cfg.vae, "style": cfg.style_model}
@@ -52,7 +54,7 @@ def register_generator(cfg: GenerateConfig, diffusion: DiffusionConfig,
         settings.write_text(json.dumps({"diffusion": asdict(diffusion),
                                         "generate": asdict(cfg)}, indent=1))
         artifacts["generator"] = str(settings)
-        run = open_stage_run(EXPERIMENT, "register_generator", asdict(cfg), tags, root)
+        run = open_stage_run(EXPERIMENT, stage, asdict(cfg), tags, root)
         with run.active():
             info = mlflow.pyfunc.log_model(
                 name="svp_generator", python_model=str(PYFUNC_GENERATOR), artifacts=artifacts,

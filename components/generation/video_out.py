@@ -14,9 +14,10 @@ from components.errors import SvpError
 
 
 def write_mp4(frames: Iterable[np.ndarray], out: str | Path, fps: float, audio: str | Path,
-              crf: int = 18) -> int:
-    """Encode `frames` (H, W, 3) uint8 with `audio`'s sound; returns the number of frames. On any
-    failure, `out` is untouched (a previous file there stays as it was)."""
+              crf: int = 18, audio_start_s: float | None = None) -> int:
+    """Encode `frames` (H, W, 3) uint8 with `audio`'s sound (from `audio_start_s` on, cut to the
+    frames' length, if given); returns the number of frames. On any failure, `out` is untouched
+    (a previous file there stays as it was)."""
     out = Path(out)
     written = 0
     with atomic_path(out) as tmp:
@@ -24,7 +25,7 @@ def write_mp4(frames: Iterable[np.ndarray], out: str | Path, fps: float, audio: 
         try:
             for frame in frames:
                 if process is None:
-                    process = _start(tmp, frame.shape, fps, audio, crf)
+                    process = _start(tmp, frame.shape, fps, audio, crf, audio_start_s)
                 process.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
                 written += 1
         except BaseException:
@@ -42,13 +43,16 @@ def write_mp4(frames: Iterable[np.ndarray], out: str | Path, fps: float, audio: 
 
 
 def _start(path: Path, shape: tuple[int, ...], fps: float, audio: str | Path,
-           crf: int) -> subprocess.Popen:
+           crf: int, audio_start_s: float | None) -> subprocess.Popen:
     h, w = shape[:2]
+    cut = [] if audio_start_s is None else ["-ss", f"{audio_start_s:.3f}"]
+    shortest = [] if audio_start_s is None else ["-shortest"]
     command = ["ffmpeg", "-nostdin", "-v", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
-               "-i", "-", "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+               "-i", "-", *cut, "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
                "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
-               "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "mp4", str(path)]
+               "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", *shortest,
+               "-f", "mp4", str(path)]
     try:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:

@@ -8,15 +8,31 @@ folder back with `from_pretrained(use_safetensors=True)`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from diffusers.models.modeling_utils import ModelMixin
 
+from components.runtime import download_registered
 from components.tracking import StageRun
 
 WEIGHTS_ARTIFACT = "model"  # the key of the weights folder among the pyfunc's artifacts
+WEIGHTS_TAG = "svp.weights"  # each version's weights digest: how a folder finds its version
+
+
+def weights_digest(folder: str | Path) -> str | None:
+    """sha256 (16 hex digits) of a `save_pretrained` folder's safetensors files, or None."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def save_pretrained(model: ModelMixin, folder: str | Path) -> Path:
@@ -41,14 +57,33 @@ def register_model(run: StageRun, model_dir: str | Path, name: str, code: str | 
             name=name.replace("-", "_"), python_model=str(code),
             artifacts={WEIGHTS_ARTIFACT: str(model_dir)}, signature=signature,
             registered_model_name=name, pip_requirements=pip_requirements)
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    digest = weights_digest(model_dir)
+    if digest:
+        run.client().set_model_version_tag(name, version, WEIGHTS_TAG, digest)
+    return version
+
+
+def registered_version_of(folder: str | Path, tracking_uri: str) -> str | None:
+    """`models:/<name>/<version>` of the registered model whose weights are `folder`'s, if any
+    (the newest such version)."""
+    import mlflow
+
+    digest = weights_digest(folder)
+    if digest is None:
+        return None
+    found = mlflow.MlflowClient(tracking_uri).search_model_versions(
+        f"tags.`{WEIGHTS_TAG}` = '{digest}'")
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return f"models:/{newest.name}/{newest.version}"
 
 
 def load_registered(model_uri: str, model_class: type[ModelMixin]) -> ModelMixin:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` as a `model_class`, in eval mode."""
-    import mlflow
 
-    root = Path(mlflow.artifacts.download_artifacts(model_uri))
+    root = download_registered(model_uri)
     (config,) = (root / "artifacts").glob("*/config.json")
     return load_pretrained(model_class, config.parent)
 

@@ -1,0 +1,67 @@
+"""The paper's two protocols on the held-out identities, and the rows each is measured for.
+
+- Reconstruction (Table 1): a test clip regenerated from its own first frame, driven by its own
+  audio, Head-Kps and style; the clip is the target.
+- Style transfer (Table 2): the first frame of the same identity's neutral clip is the
+  reference; an emotional clip's audio, Head-Kps and style drive it; the emotional clip is the
+  target. Emotions come one after another, identities alternating, so a few cases cover many.
+
+Each case is the target's liveliest window (`frames` frames where its mouth moves most: where
+lip sync can show). Rows: the full model; "w/o style" (style attention off); "mean style" (the
+prior's mean, no sampling); "other speech" (the full model driven by the same speaker's clip
+whose mouth moves least like the target's: what wrong lip sync scores); "reference repeated"
+(the reference frame as every frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from components.diffusion.evaluate import alternate_identities, liveliest_window, other_speech
+from components.diffusion.frames import Clip
+
+PROTOCOLS = ("reconstruction", "style_transfer")
+ROWS = ("full", "no_style", "mean_style", "other_speech", "reference_repeated")
+ROW_TITLES = {"full": "SVP (full)", "no_style": "w/o style",
+              "mean_style": "mean style (no sampling)", "other_speech": "other speech",
+              "reference_repeated": "reference repeated"}
+
+
+@dataclass(frozen=True)
+class Case:
+    protocol: str
+    target: int  # clip index: the frames compared, and its Head-Kps, audio and style
+    start: int  # the window's first frame
+    reference: int  # clip index of the reference frame (its first frame)
+    other_speech: int  # clip index whose speech drives the "other speech" row
+
+
+def _order(clips: list[Clip]) -> list[int]:
+    return sorted(range(len(clips)), key=lambda i: clips[i].sample_id)
+
+
+def _case(protocol: str, clips: list[Clip], order: list[int], target: int, reference: int,
+          frames: int) -> Case:
+    start = liveliest_window(clips[target], frames)
+    other = other_speech(clips, order, target, start, frames)
+    return Case(protocol, target, start, reference, target if other is None else other)
+
+
+def reconstruction_cases(clips: list[Clip], n: int, frames: int) -> list[Case]:
+    order = _order(clips)
+    return [_case("reconstruction", clips, order, i, i, frames)
+            for i in alternate_identities(order, clips)[:n]]
+
+
+def style_transfer_cases(clips: list[Clip], n: int, frames: int) -> list[Case]:
+    """Emotional clips whose identity has a neutral clip, one emotion after another."""
+    order = _order(clips)
+    neutral = {clips[i].identity: i for i in reversed(order) if clips[i].emotion == "neutral"}
+    by_emotion: dict[str, list[int]] = {}
+    for i in alternate_identities(order, clips):
+        if clips[i].emotion not in (None, "neutral") and clips[i].identity in neutral:
+            by_emotion.setdefault(clips[i].emotion, []).append(i)
+    queue = [i for row in zip_longest(*by_emotion.values()) for i in row if i is not None]
+    return [_case("style_transfer", clips, order, i, neutral[clips[i].identity], frames)
+            for i in queue[:n]]

@@ -1,0 +1,118 @@
+"""The evaluation report: one self-contained HTML page (tables laid out like the paper's Tables
+1-3, the checks, and side-by-side videos that play in the browser)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from components.atomic import atomic_path, write_text
+from components.evaluation.protocols import ROW_TITLES, ROWS
+
+VIDEO_SIDE = 192  # each panel of a side-by-side video, pixels
+COLUMNS = (("fid", "FID↓", 1), ("fvd", "FVD↓", 1), ("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3),
+           ("f_lmd", "F-LMD↓", 3), ("m_lmd", "M-LMD↓", 3))
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:.25em .7em;text-align:right;
+border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}
+tr.full td{font-weight:600}.pass{color:#176f2c}.fail{color:#b3261e}
+figure{display:inline-block;margin:0 1.5em 1.5em 0}figcaption{font-size:.85em;color:#555}"""
+
+
+def side_by_side(videos: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Frames of equally long videos (F, R, R, 3) next to each other, each VIDEO_SIDE high."""
+    for frames in zip(*videos, strict=True):
+        yield np.concatenate([cv2.resize(f, (VIDEO_SIDE, VIDEO_SIDE),
+                                         interpolation=cv2.INTER_CUBIC) for f in frames], axis=1)
+
+
+def write_png(path: Path, frame: np.ndarray) -> None:
+    """A video's poster: the frame the page shows before it plays."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(cv2.imencode(".png", frame[..., ::-1])[1].tobytes())
+
+
+def _number(value: float, digits: int) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _protocol_table(results: dict) -> str:
+    head = "".join(f"<th>{title}</th>" for _, title, _ in COLUMNS)
+    rows = []
+    for row in ROWS:
+        cells = "".join(f"<td>{_number(results[row][key], digits)}</td>"
+                        for key, _, digits in COLUMNS)
+        rows.append(f'<tr class="{row}"><td>{html.escape(ROW_TITLES[row])}</td>{cells}</tr>')
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _emotion_table(by_emotion: dict) -> str:
+    head = "".join(f"<th>{html.escape(ROW_TITLES[r])}<br>F-LMD / M-LMD</th>" for r in ROWS)
+    rows = [f"<tr><td>{html.escape(emotion)}</td>" + "".join(
+        f"<td>{_number(v[r]['f_lmd'], 2)} / {_number(v[r]['m_lmd'], 2)}</td>" for r in ROWS)
+        + "</tr>" for emotion, v in by_emotion.items()]
+    return f"<table><tr><th>emotion</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _style_table(clustering: dict) -> str:
+    if not clustering:
+        return "<p>No style clustering table (train_style's report was not found).</p>"
+    strength, random = clustering.get("clustering_strength", {}), clustering.get("random_init", {})
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_number(v, 2)}</td>"
+                   f"<td>{_number(random.get(k, float('nan')), 2)}</td></tr>"
+                   for k, v in strength.items())
+    return ("<table><tr><th>style extractor input</th><th>clustering strength↑</th>"
+            f"<th>random init</th></tr>{rows}</table>")
+
+
+def _checks_table(checks: dict) -> str:
+    rows = []
+    for name, c in checks.items():
+        verdict = '<span class="pass">yes</span>' if c["passed"] else \
+            '<span class="fail">no</span>'
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{verdict}</td>"
+                    f"<td>{_number(c['gap'], 3)} ± {_number(c['se'], 3)}</td></tr>")
+    return ("<table><tr><th>check</th><th>passed</th><th>full − other (± s.e. over cases)</th>"
+            f"</tr>{''.join(rows)}</table>")
+
+
+def _videos(videos: list[dict]) -> str:
+    figures = []
+    for v in videos:
+        caption = (f'{v["protocol"].replace("_", " ")}: target {v["target"]} ({v["emotion"]}), '
+                   f'reference {v["reference"]}')
+        figures.append(f'<figure><video controls loop preload="metadata" '
+                       f'src="{html.escape(v["file"])}" poster="{html.escape(v["poster"])}">'
+                       f"</video><figcaption>{html.escape(caption)}<br>target | full model | "
+                       "w/o style</figcaption></figure>")
+    return "".join(figures) or "<p>No videos (evaluate.report_videos is 0).</p>"
+
+
+def write_report(path: Path, metrics: dict, videos: list[dict]) -> None:
+    cases = metrics["cases"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>SVP evaluation</title><style>{STYLE}</style></head><body>
+<h1>SVP evaluation on the held-out identities</h1>
+<p>{cases['reconstruction']} reconstruction and {cases['style_transfer']} style-transfer cases of
+{metrics['frames_per_case']} frames; Euler, {metrics['steps']} steps, guidance
+{metrics['guidance']:g}. Evaluation set {metrics['evaluation_set']}. Generator:
+{html.escape(str(metrics['generator']))}.</p>
+<h2>Table 1: reconstruction (own first frame, audio, Head-Kps and style)</h2>
+{_protocol_table(metrics['reconstruction'])}
+<h2>Table 2: style transfer (neutral reference, an emotional clip's audio, Head-Kps, style)</h2>
+{_protocol_table(metrics['style_transfer'])}
+<h3>Style transfer by emotion</h3>
+{_emotion_table(metrics['style_transfer_by_emotion'])}
+<h2>Table 3: style clustering (train_style)</h2>
+{_style_table(metrics['style_clustering'])}
+<h2>Checks</h2>
+{_checks_table(metrics['checks'])}
+<h2>Samples</h2>
+{_videos(videos)}
+</body></html>
+"""
+    write_text(path, page)

@@ -1,0 +1,1 @@
+"""Registry promotion: an evaluated generator becomes `challenger`, `champion` if it wins."""

@@ -1,0 +1,177 @@
+"""The evaluation stage and the champion gate: protocols, the promotion rule, and on the tiny
+trained generator `svp evaluate` -> `svp promote` (dry run, first champion, then a worse
+challenger that stays one)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.config import PromoteConfig
+from components.diffusion.frames import Clip
+from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
+from components.media import decode_video
+from components.promotion.rule import decide
+from tests.conftest import svp, with_params
+
+METRICS = {"psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", "faces_found"}
+
+
+def clip(sample_id: str, identity: str, emotion: str, n: int = 24) -> Clip:
+    t = np.arange(n)
+    landmarks = np.zeros((n, 68, 2), np.float32)
+    landmarks[:, 66, 1] = np.sin(t * (1 + len(sample_id) % 3))  # the mouth moves
+    return Clip(sample_id, identity, emotion, f"{identity}/{emotion}", np.zeros((n, 4, 2, 2)),
+                np.zeros((n, 8, 2)), landmarks, np.zeros((n, 5, 2, 4)), [])
+
+
+def test_style_transfer_cases_take_the_same_identitys_neutral_reference():
+    clips = [clip("A_happy_1", "A", "happy"), clip("A_neutral_1", "A", "neutral"),
+             clip("A_sad_1", "A", "sad"), clip("B_happy_1", "B", "happy"),
+             clip("B_sad_1", "B", "sad"), clip("C_neutral_1", "C", "neutral"),
+             clip("C_sad_1", "C", "sad")]
+    cases = style_transfer_cases(clips, 10, 8)
+    targets = [clips[c.target].sample_id for c in cases]
+    assert "B_happy_1" not in targets and "B_sad_1" not in targets  # B has no neutral clip
+    assert [clips[c.target].emotion for c in cases][:2] == ["happy", "sad"]  # emotions alternate
+    for c in cases:
+        assert clips[c.reference].emotion == "neutral"
+        assert clips[c.reference].identity == clips[c.target].identity
+        assert clips[c.other_speech].identity == clips[c.target].identity
+        assert c.other_speech != c.target
+    recon = reconstruction_cases(clips, 3, 8)
+    assert [clips[c.target].identity for c in recon] == ["A", "B", "C"]  # identities alternate
+    assert all(c.reference == c.target for c in recon)
+
+
+def evaluation(m_lmd: float, fid: float, evaluation_set: str = "s") -> dict:
+    row = {"m_lmd": m_lmd, "f_lmd": 1.0, "fid": fid, "fvd": 100.0}
+    return {"evaluation_set": evaluation_set,
+            "reconstruction": {"full": row}, "style_transfer": {"full": row}}
+
+
+RULE = PromoteConfig(compare={"reconstruction/full/m_lmd": "lower",
+                              "style_transfer/full/fid": "lower"}, min_improvement=0.01,
+                     max_regression=0.05)
+
+
+def test_the_rule_promotes_only_a_clear_overall_gain():
+    first = decide(evaluation(2.0, 100.0), None, RULE)
+    assert first.promote and "no champion" in first.reason
+    better = decide(evaluation(1.8, 99.0), evaluation(2.0, 100.0), RULE)
+    assert better.promote and better.mean_gain == pytest.approx((0.1 + 0.01) / 2)
+    assert better.compared["reconstruction/full/m_lmd"]["delta"] == pytest.approx(-0.2)
+    mixed = decide(evaluation(1.5, 110.0), evaluation(2.0, 100.0), RULE)  # one 10% worse
+    assert not mixed.promote and "style_transfer/full/fid is 10.0% worse" in mixed.reason
+    same = decide(evaluation(2.0, 100.0), evaluation(2.0, 100.0), RULE)
+    assert not same.promote and "does not exceed" in same.reason
+    noise = decide(evaluation(1.999, 100.0), evaluation(2.0, 100.0), RULE)  # 0.05% better
+    assert not noise.promote
+    unmeasured = decide(evaluation(float("nan"), 100.0), None, RULE)
+    assert not unmeasured.promote and "not measured" in unmeasured.reason
+
+
+# the tiny generator's frames are noise to dlib (no landmarks, so no LMD): it is judged on FVD
+# and FID; one sampling step instead of three makes its FVD clearly worse
+TINY_RULE = {"reconstruction/full/fvd": "lower", "style_transfer/full/fvd": "lower",
+             "reconstruction/full/fid": "lower"}
+
+
+@pytest.mark.slow
+def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained):
+    params = with_params(trained, "evaluation.yaml",
+                         lambda p: p["promote"].update(compare=TINY_RULE))
+    svp(trained, "evaluate", params=params)
+    out = trained / "reports/evaluate"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for protocol in ("reconstruction", "style_transfer"):
+        assert set(metrics[protocol]) == set(ROWS)
+        for values in metrics[protocol].values():
+            assert set(values) == METRICS
+            assert all(values[m] is not None for m in ("psnr", "ssim", "fid", "fvd"))
+    assert metrics["reconstruction"]["full"]["fid"] > 0 and metrics["cases"] == {
+        "reconstruction": 2, "style_transfer": 2}
+    assert set(metrics["style_transfer_by_emotion"]) == {"happy", "sad"}
+    assert len(metrics["checks"]) == 6
+    page = (out / "report.html").read_text()
+    assert "Table 1" in page and "Table 2" in page and "<video" in page
+    videos = sorted((out / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+    assert all(v.with_suffix(".png").stat().st_size > 1000 for v in videos)  # posters
+    assert (out / "rows.csv").read_text().count("\n") == 1 + 2 * len(ROWS)
+
+    dry = svp(trained, "promote", "--dry-run", params=params)
+    assert "dry run: would become champion: no champion yet" in dry.stdout
+    client = MlflowClient(f"sqlite:///{trained / '.svp/mlflow.db'}")
+    assert not client.search_model_versions("name='svp-generator'")
+    assert not (trained / "reports/promote/decision.json").exists()
+
+    svp(trained, "promote", params=params)
+    decision = json.loads((trained / "reports/promote/decision.json").read_text())
+    assert decision["promoted"] and decision["champion_version"] == "1"
+    assert decision["evaluation_set"] == metrics["evaluation_set"] and decision["git_commit"]
+    champion = client.get_model_version_by_alias("svp-generator", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["svp.part.denoiser.version"].startswith("models:/svp-denoiser-stage3/")
+    assert champion.tags["svp.part.vae.version"].startswith("models:/svp-vae/")
+    assert json.loads(champion.tags["svp.evaluation"])["evaluation_set"] == \
+        metrics["evaluation_set"]
+
+    # svp generate now uses the champion by default
+    identity = sorted(p for p in (trained / "mead").iterdir() if p.is_dir())[0]
+    frames, _ = decode_video(identity / "video/front/happy/level_3/001.mp4")
+    cv2.imwrite(str(trained / "portrait.png"), frames[0][..., ::-1])
+    made = svp(trained, "generate", "--image", str(trained / "portrait.png"), "--audio",
+               str(identity / "audio/sad/level_3/001.wav"), "--out", str(trained / "talk.mp4"),
+               params=params)
+    assert "wrote" in made.stdout and (trained / "talk.mp4").stat().st_size > 1000
+    assert "model: generator models:/svp-generator@champion" in made.stderr
+
+    worse = with_params(trained, "worse.yaml", lambda p: (
+        p["promote"].update(compare=TINY_RULE), p["evaluate"].update(steps=1, report_videos=0)))
+    svp(trained, "evaluate", params=worse)
+    svp(trained, "promote", params=worse)
+    decision = json.loads((trained / "reports/promote/decision.json").read_text())
+    assert not decision["promoted"] and decision["challenger_version"] == "2"
+    assert "worse than the champion" in decision["reason"]
+    assert any(c["relative_gain"] < -0.05 for c in decision["compared"].values())
+    assert str(client.get_model_version_by_alias("svp-generator", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("svp-generator", "challenger").version) == "2"
+    assert client.get_model_version("svp-generator", "2").tags["svp.decision"] == "challenger"
+
+
+def test_a_champion_evaluated_on_another_set_is_evaluated_again_on_this_one(monkeypatch):
+    import components.evaluation.stage as evaluation_stage
+    import components.promotion.stage as promotion_stage
+    from components.config import load_params
+
+    row = {"m_lmd": 1.0, "f_lmd": 1.0, "fid": 1.0, "fvd": 1.0}
+    measured = {"evaluation_set": "new", "reconstruction": {"full": row},
+                "style_transfer": {"full": row}}
+    seen = {}
+
+    def evaluate(cfg, params):
+        seen["cfg"] = cfg
+        return measured
+
+    monkeypatch.setattr(promotion_stage, "registered_parts", lambda uri: {
+        "denoiser": f"{uri}/denoiser", "vae": f"{uri}/vae", "style_model": f"{uri}/style",
+        "features_dir": f"{uri}/features"})
+    monkeypatch.setattr(evaluation_stage, "evaluate", evaluate)
+    held = SimpleNamespace(name="svp-generator", version=3, tags={
+        "svp.evaluation": json.dumps({"evaluation_set": "old"})})
+    again = promotion_stage._champion_metrics(held, {"evaluation_set": "new"}, load_params())
+    assert again["evaluation_set"] == "new" and again["reconstruction"]["full"] == row
+    assert seen["cfg"].denoiser == "models:/svp-generator/3/denoiser"
+    assert seen["cfg"].latents_dir == load_params().evaluate.latents_dir  # this held-out set
+    seen.clear()
+    kept = promotion_stage._champion_metrics(
+        SimpleNamespace(name="svp-generator", version=3,
+                        tags={"svp.evaluation": json.dumps(measured)}),
+        {"evaluation_set": "new"}, load_params())
+    assert kept == measured and not seen  # the same set: its own numbers, no new evaluation
