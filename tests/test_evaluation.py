@@ -17,7 +17,7 @@ from components.diffusion.frames import Clip
 from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
 from components.media import decode_video
 from components.promotion.rule import decide
-from tests.conftest import svp, with_params
+from tests.conftest import TINY_PROMOTE_COMPARE, svp, with_params
 
 METRICS = {"psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", "faces_found"}
 
@@ -44,6 +44,10 @@ def test_style_transfer_cases_take_the_same_identitys_neutral_reference():
         assert clips[c.reference].identity == clips[c.target].identity
         assert clips[c.other_speech].identity == clips[c.target].identity
         assert c.other_speech != c.target
+    by_level = [clip("A_happy_1", "A", "happy"), clip("A_happy_3", "A", "happy"),
+                clip("A_neutral_1", "A", "neutral")]
+    (strongest,) = style_transfer_cases(by_level, 1, 8, {"A_happy_1": 1, "A_happy_3": 3})
+    assert by_level[strongest.target].sample_id == "A_happy_3"  # the most intense level first
     recon = reconstruction_cases(clips, 3, 8)
     assert [clips[c.target].identity for c in recon] == ["A", "B", "C"]  # identities alternate
     assert all(c.reference == c.target for c in recon)
@@ -76,10 +80,8 @@ def test_the_rule_promotes_only_a_clear_overall_gain():
     assert not unmeasured.promote and "not measured" in unmeasured.reason
 
 
-# the tiny generator's frames are noise to dlib (no landmarks, so no LMD): it is judged on FVD
-# and FID; one sampling step instead of three makes its FVD clearly worse
-TINY_RULE = {"reconstruction/full/fvd": "lower", "style_transfer/full/fvd": "lower",
-             "reconstruction/full/fid": "lower"}
+# one sampling step instead of three makes the tiny generator's FVD clearly worse
+TINY_RULE = TINY_PROMOTE_COMPARE
 
 
 @pytest.mark.slow

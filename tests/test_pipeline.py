@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from components.dvc_pipeline import stage_order
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
-from tests.conftest import DIFFUSION, STAGE, TINY_EVALUATION
+from tests.conftest import DIFFUSION, STAGE, TINY_EVALUATION, TINY_PROMOTE_COMPARE
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -59,6 +59,7 @@ def project(tmp_path_factory) -> Path:
         params[f"train_stage{n}"].update(STAGE, steps=2, frames=frames, image_steps=0)
     params["generate"].update(window=8, overlap=2)
     params["evaluate"].update(TINY_EVALUATION)
+    params["promote"]["compare"] = TINY_PROMOTE_COMPARE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     sh("git", "init", "-q", cwd=root)
@@ -151,7 +152,7 @@ def test_a_stage_failing_on_bad_data_stops_the_run_without_retry_or_traceback(pr
     output = run.stdout + run.stderr
     assert run.returncode == BAD_INPUT_EXIT_CODE
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert errors[0].startswith("error: validation failed: 12 of 12 samples quarantined")
+    assert errors[0].startswith("error: validation failed: 18 of 18 samples quarantined")
     assert errors[1:] == ["error: stage 'validate' failed: failed to run: svp data validate, "
                           "exited with 3"]
     assert "Traceback" not in output and "Retry 1/1" not in output

@@ -4,7 +4,8 @@
   audio, Head-Kps and style; the clip is the target.
 - Style transfer (Table 2): the first frame of the same identity's neutral clip is the
   reference; an emotional clip's audio, Head-Kps and style drive it; the emotional clip is the
-  target. Emotions come one after another, identities alternating, so a few cases cover many.
+  target. Emotions come one after another, identities alternating and the most intense level
+  first, so a few cases cover many.
 
 Each case is the target's liveliest window (`frames` frames where its mouth moves most: where
 lip sync can show). Rows: the full model; "w/o style" (style attention off); "mean style" (the
@@ -54,12 +55,16 @@ def reconstruction_cases(clips: list[Clip], n: int, frames: int) -> list[Case]:
             for i in alternate_identities(order, clips)[:n]]
 
 
-def style_transfer_cases(clips: list[Clip], n: int, frames: int) -> list[Case]:
-    """Emotional clips whose identity has a neutral clip, one emotion after another."""
+def style_transfer_cases(clips: list[Clip], n: int, frames: int,
+                         levels: dict[str, int] | None = None) -> list[Case]:
+    """Emotional clips whose identity has a neutral clip, one emotion after another, the most
+    intense level first (sample id -> MEAD level: where the style has the most to show)."""
     order = _order(clips)
     neutral = {clips[i].identity: i for i in reversed(order) if clips[i].emotion == "neutral"}
     by_emotion: dict[str, list[int]] = {}
-    for i in alternate_identities(order, clips):
+    ranked = sorted(alternate_identities(order, clips),
+                    key=lambda i: -(levels or {}).get(clips[i].sample_id, 0))  # stable
+    for i in ranked:
         if clips[i].emotion not in (None, "neutral") and clips[i].identity in neutral:
             by_emotion.setdefault(clips[i].emotion, []).append(i)
     queue = [i for row in zip_longest(*by_emotion.values()) for i in row if i is not None]

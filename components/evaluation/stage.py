@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from components.atomic import write_text
@@ -152,6 +153,13 @@ def _rows_csv(results: dict) -> str:
     return buffer.getvalue()
 
 
+def _levels(latents_dir: str) -> dict[str, int]:
+    """Sample id -> MEAD intensity level of the test clips (0 where a layout has none)."""
+    index = read_index(latents_dir, "test")
+    return {sid: int(level) if pd.notna(level) else 0
+            for sid, level in zip(index["sample_id"], index["level"], strict=True)}
+
+
 def _json_safe(value):
     """Non-finite numbers (a metric that could not be measured) as null: valid JSON for DVC."""
     if isinstance(value, dict):
@@ -170,7 +178,8 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
     fps = float(features["fps"])
     clips = load_clips(cfg.latents_dir, cfg.features_dir, "test")
     cases = {"reconstruction": reconstruction_cases(clips, cfg.reconstruction_clips, cfg.frames),
-             "style_transfer": style_transfer_cases(clips, cfg.style_transfer_clips, cfg.frames)}
+             "style_transfer": style_transfer_cases(clips, cfg.style_transfer_clips, cfg.frames,
+                                                    _levels(cfg.latents_dir))}
     if not cases["style_transfer"]:
         raise SvpError(f"{cfg.latents_dir}: no style-transfer case (the test split needs an "
                        "emotional clip of an identity that also has a neutral clip)")
