@@ -3,6 +3,7 @@ pipeline flow runs the same function as dvc.yaml's `promote` stage)."""
 
 from __future__ import annotations
 
+from contextlib import chdir
 from pathlib import Path
 
 from prefect import flow, task
@@ -14,7 +15,8 @@ from components.promotion.stage import promote
 
 @task(retries=2, retry_delay_seconds=10)
 def decide_and_move(root: str, dry_run: bool) -> dict:
-    return promote(load_params(Path(root) / "params.yaml"), dry_run=dry_run, root=root)
+    with chdir(root):  # params' paths are the project's, as under `dvc repro`
+        return promote(load_params("params.yaml"), dry_run=dry_run)
 
 
 @flow(name="svp-promote")

@@ -85,7 +85,7 @@ TINY_RULE = TINY_PROMOTE_COMPARE
 
 
 @pytest.mark.slow
-def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained):
+def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, prefect_harness):
     params = with_params(trained, "evaluation.yaml",
                          lambda p: p["promote"].update(compare=TINY_RULE))
     svp(trained, "evaluate", params=params)
@@ -145,6 +145,14 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained):
     assert str(client.get_model_version_by_alias("svp-generator", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("svp-generator", "challenger").version) == "2"
     assert client.get_model_version("svp-generator", "2").tags["svp.decision"] == "challenger"
+
+    from flows.promote import svp_promote  # the same decision as a Prefect flow run
+
+    before = (trained / "reports/promote/decision.json").read_text()
+    record = svp_promote(root=str(trained), dry_run=True)
+    assert record["dry_run"] and not record["promoted"] and record["challenger_version"] is None
+    assert len(client.search_model_versions("name='svp-generator'")) == 2
+    assert (trained / "reports/promote/decision.json").read_text() == before
 
 
 def test_a_champion_evaluated_on_another_set_is_evaluated_again_on_this_one(monkeypatch):
