@@ -64,7 +64,6 @@ from components.training.registry import load_model_from
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-evaluation"
 FRAME_METRICS = ("psnr", "ssim", "f_lmd", "m_lmd")
-MARGIN = 1.0  # "beats": strictly lower
 
 
 def evaluation_set(clips: list[Clip], cases: dict[str, list[Case]], cfg: EvaluateConfig) -> str:
@@ -118,7 +117,7 @@ def _checks(results: dict, per_frame: dict, frames: int) -> dict:
     for protocol, row, metric in wanted:
         full, other = results[protocol]["full"][metric], results[protocol][row][metric]
         checks[f"{protocol}.full_beats_{row}.{metric}"] = {
-            "passed": bool(full < MARGIN * other), "full": full, row: other,
+            "passed": bool(full < other), "full": full, row: other,
             **_gap(per_frame[protocol], "full", row, metric, frames)}
     return checks
 

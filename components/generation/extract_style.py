@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from components.config import GenerateConfig
 from components.features.landmarks import DlibLandmarks
-from components.generation.models import describe, features_settings, registered_parts
+from components.generation.models import describe, features_settings, resolved_parts
 from components.generation.style import Style, save_style, style_from_video
 from components.style.extractor import StyleExtractor
 from components.training.registry import load_model_from
@@ -16,8 +14,8 @@ def extract_style(cfg: GenerateConfig, video: str, out: str,
                   style_model: str | None = None) -> Style:
     """With no `style_model`, the extractor and features settings of the generator `svp
     generate` would use (the registered one, `cfg.model`, if set)."""
-    if cfg.model and not style_model:
-        cfg = replace(cfg, model=None, **registered_parts(cfg.model))
+    if not style_model:
+        cfg = resolved_parts(cfg)
     source = style_model or cfg.style_model
     f, basis = features_settings(cfg.features_dir)
     model = load_model_from(source, StyleExtractor).eval()

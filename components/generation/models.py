@@ -81,12 +81,15 @@ def registered_parts(uri: str) -> dict[str, str]:
             "features_dir": path["features"]}
 
 
+def resolved_parts(cfg: GenerateConfig) -> GenerateConfig:
+    """`cfg` naming the parts themselves: those of the registered generator `cfg.model`, if set."""
+    return replace(cfg, model=None, **registered_parts(cfg.model)) if cfg.model else cfg
+
+
 def load_generator(cfg: GenerateConfig, diffusion: DiffusionConfig) -> Generator:
     """The generator `cfg` names: a registered one (`cfg.model`) or its parts."""
-    origin = []
-    if cfg.model:
-        origin = [f"generator {cfg.model}"]
-        cfg = replace(cfg, model=None, **registered_parts(cfg.model))
+    origin = [f"generator {cfg.model}"] if cfg.model else []
+    cfg = resolved_parts(cfg)
     features_dir = Path(cfg.features_dir)
     features, basis = features_settings(features_dir)
     denoiser = load_model_from(cfg.denoiser, Denoiser)
