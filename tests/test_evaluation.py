@@ -173,15 +173,27 @@ def test_a_champion_evaluated_on_another_set_is_evaluated_again_on_this_one(monk
         "denoiser": f"{uri}/denoiser", "vae": f"{uri}/vae", "style_model": f"{uri}/style",
         "features_dir": f"{uri}/features"})
     monkeypatch.setattr(evaluation_stage, "evaluate", evaluate)
+    class Client:  # the champion's version tags
+        def set_model_version_tag(self, name, version, key, value):
+            held.tags[key] = value
+
     held = SimpleNamespace(name="svp-generator", version=3, tags={
         "svp.evaluation": json.dumps({"evaluation_set": "old"})})
-    again = promotion_stage._champion_metrics(held, {"evaluation_set": "new"}, load_params())
+    dry = promotion_stage._champion_metrics(Client(), held, {"evaluation_set": "new"},
+                                            load_params(), dry_run=True)
+    assert dry == measured and set(held.tags) == {"svp.evaluation"}  # a dry run keeps nothing
+    again = promotion_stage._champion_metrics(Client(), held, {"evaluation_set": "new"},
+                                              load_params(), dry_run=False)
     assert again["evaluation_set"] == "new" and again["reconstruction"]["full"] == row
     assert seen["cfg"].denoiser == "models:/svp-generator/3/denoiser"
     assert seen["cfg"].latents_dir == load_params().evaluate.latents_dir  # this held-out set
+    assert json.loads(held.tags["svp.evaluation.new"]) == measured
     seen.clear()
+    reused = promotion_stage._champion_metrics(Client(), held, {"evaluation_set": "new"},
+                                               load_params(), dry_run=False)
+    assert reused == measured and not seen  # measured on this set once: not again
     kept = promotion_stage._champion_metrics(
-        SimpleNamespace(name="svp-generator", version=3,
-                        tags={"svp.evaluation": json.dumps(measured)}),
-        {"evaluation_set": "new"}, load_params())
+        Client(), SimpleNamespace(name="svp-generator", version=3,
+                                  tags={"svp.evaluation": json.dumps(measured)}),
+        {"evaluation_set": "new"}, load_params(), dry_run=False)
     assert kept == measured and not seen  # the same set: its own numbers, no new evaluation

@@ -4,7 +4,8 @@
 The version pins what it is built from: each part's registered version (found by its weights'
 digest, `svp.part.<part>` tags) and the evaluation it earned (`svp.evaluation`: both protocols'
 tables and the evaluation set's fingerprint). A champion evaluated on another set (other test
-clips, other windows or pixels) is evaluated again on this one before the two are compared.
+clips, other windows or pixels) is evaluated again on this one before the two are compared, and
+that measurement is kept on its version (`svp.evaluation.<set>`).
 Every decision goes to `decision` (JSON) and to the new version's tags: the metrics compared,
 the deltas, the git commit, the DVC data hashes and the params. `dry_run` decides and reports
 without registering, moving an alias or writing a file.
@@ -49,11 +50,16 @@ def _champion(client, name: str):
         return None
 
 
-def _champion_metrics(held, challenger: dict, params: Params) -> dict:
-    """The champion's evaluation on the challenger's set: from its tag, or measured again."""
+def _champion_metrics(client, held, challenger: dict, params: Params, dry_run: bool) -> dict:
+    """The champion's evaluation on the challenger's set: from its tags, or measured again (and
+    then kept on the champion's version as `svp.evaluation.<set>`, so that the next promotion
+    on this set does not measure it again; a dry run keeps nothing)."""
     kept = json.loads(held.tags.get(EVALUATION_TAG, "null"))
     if kept and kept.get("evaluation_set") == challenger["evaluation_set"]:
         return kept
+    remeasured = f"{EVALUATION_TAG}.{challenger['evaluation_set']}"
+    if remeasured in held.tags:
+        return json.loads(held.tags[remeasured])
     log.info("champion v%s was evaluated on another set; evaluating it on this one", held.version)
     from components.evaluation.stage import evaluate
 
@@ -65,7 +71,10 @@ def _champion_metrics(held, challenger: dict, params: Params) -> dict:
     if again["evaluation_set"] != challenger["evaluation_set"]:
         raise SvpError(f"champion v{held.version}: its evaluation set differs from the "
                        "challenger's even when measured again (evaluate params changed?)")
-    return _evaluation_summary(again)
+    summary = _evaluation_summary(again)
+    if not dry_run:
+        client.set_model_version_tag(held.name, held.version, remeasured, json.dumps(summary))
+    return summary
 
 
 def _data(metrics: dict, params: Params) -> list[str]:
@@ -110,7 +119,7 @@ def promote(params: Params, dry_run: bool = False, root: str | Path = ".") -> di
     uri = mlflow_tracking_uri(root)
     client = mlflow.MlflowClient(uri)
     held = _champion(client, cfg.model_name)
-    champion = _champion_metrics(held, metrics, params) if held else None
+    champion = _champion_metrics(client, held, metrics, params, dry_run) if held else None
     decision = decide(metrics, champion, cfg)
     if dry_run:
         return _record(decision, metrics, params, held, None, dry_run=True)
