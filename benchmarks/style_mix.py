@@ -16,7 +16,7 @@ weight 1's (0 at the first style, 1 at the second; a least-squares projection pe
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count() or 1)
     params = load_params()
     params = replace(params, generate=replace(params.generate, model=None))
     gen = load_generator(params.generate, params.diffusion)
@@ -61,13 +61,12 @@ def main() -> None:
     clips = load_clips(params.evaluate.latents_dir, g.features_dir, "test")
     priors = style_priors(gen.style_model, g.features_dir, [c.sample_id for c in clips],
                           d.style.style_dim)
-    features = json.loads((Path(g.features_dir) / "config.json").read_text())
-    detect = FaceLandmarks(features["dlib_predictor"])
+    detect = FaceLandmarks(gen.features["dlib_predictor"])
 
     def style_of(identity: str, emotion: str) -> Style:
         i = next(k for k, c in enumerate(clips) if c.identity == identity
                  and c.emotion == emotion and "level_3" in c.sample_id)
-        return Style(priors[i, 0], np.exp(0.5 * priors[i, 1]), clips[i].sample_id)
+        return Style.from_prior(priors[i, 0], priors[i, 1], clips[i].sample_id)
 
     rows, monotonic = [], []
     for identity in sorted({c.identity for c in clips}):
@@ -91,7 +90,7 @@ def main() -> None:
                 rows.append(f"| {identity} | {first} -> {second} | {w:g} | {dist[w][0]:.2f} | "
                             f"{dist[w][1]:.2f} | {dist[w][2]:.2f} |")
             print(rows[-len(args.weights):], flush=True)
-    lines = [f"Machine: {platform.machine()}, 2 cores; the embedded generator "
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores; the embedded generator "
              f"({g.denoiser}), {d.sampling.steps} steps, guidance {d.sampling.guidance}, "
              f"{args.frames} frames, seed {args.seed}.", "",
              "| identity | styles | mix | F-LMD to mix 0 | F-LMD to mix 1 | position 0 -> 1 |",

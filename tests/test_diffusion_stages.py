@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +18,8 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from components.config import DiffusionConfig
-from tests.conftest import DIFFUSION, STAGE, svp, with_params
+from tests.conftest import DIFFUSION, STAGE, SVP, svp, with_params
 
-PROJECT = Path(__file__).resolve().parents[1]
-SVP = str(Path(sys.executable).with_name("svp"))
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 pytestmark = pytest.mark.slow
 

@@ -27,9 +27,12 @@ def image_grid(rows: list[np.ndarray], labels: list[str], path: str | Path,
             cv2.putText(line, text, (4, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                         (255, 255, 255), 1, cv2.LINE_AA)
         lines.append(line)
-    picture = np.concatenate(lines)
+    return write_png(path, np.concatenate(lines))
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """An RGB uint8 image as a PNG, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        _, png = cv2.imencode(".png", picture[..., ::-1])
-        tmp.write_bytes(png.tobytes())
+        tmp.write_bytes(cv2.imencode(".png", rgb[..., ::-1])[1].tobytes())
     return path

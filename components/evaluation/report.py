@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from components.atomic import atomic_path, write_text
+from components.atomic import write_text
 from components.evaluation.protocols import ROW_TITLES, ROWS
 
 VIDEO_SIDE = 192  # each panel of a side-by-side video, pixels
@@ -28,12 +28,6 @@ def side_by_side(videos: list[np.ndarray]) -> Iterator[np.ndarray]:
     for frames in zip(*videos, strict=True):
         yield np.concatenate([cv2.resize(f, (VIDEO_SIDE, VIDEO_SIDE),
                                          interpolation=cv2.INTER_CUBIC) for f in frames], axis=1)
-
-
-def write_png(path: Path, frame: np.ndarray) -> None:
-    """A video's poster: the frame the page shows before it plays."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(cv2.imencode(".png", frame[..., ::-1])[1].tobytes())
 
 
 def _number(value: float, digits: int) -> str:

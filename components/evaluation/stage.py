@@ -38,11 +38,13 @@ from components.config import EvaluateConfig, Params
 from components.diffusion.denoiser import Denoiser
 from components.diffusion.frames import Clip, load_clips, read_index
 from components.diffusion.metrics import FaceLandmarks, nanmean, paired_difference
+from components.diffusion.plots import write_png
 from components.diffusion.style_prior import load_style_model, style_priors
 from components.errors import SvpError
 from components.evaluation.fid import InceptionFeatures
 from components.evaluation.frechet import frechet_distance
 from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures
+from components.evaluation.i3d import N_CLASSES
 from components.evaluation.protocols import (
     PROTOCOLS,
     ROWS,
@@ -50,7 +52,7 @@ from components.evaluation.protocols import (
     reconstruction_cases,
     style_transfer_cases,
 )
-from components.evaluation.report import side_by_side, write_png, write_report
+from components.evaluation.report import side_by_side, write_report
 from components.evaluation.rows import case_rows, real_frames
 from components.evaluation.scores import frame_metrics, mean_metrics
 from components.generation.pipeline import TalkingHeadPipeline
@@ -86,10 +88,10 @@ class Measure:
 
     def features(self, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
         frames = np.concatenate(videos)
-        clips = np.stack([v[:CLIP_FRAMES] for v in videos if len(v) >= CLIP_FRAMES])
+        clips = [v[:CLIP_FRAMES] for v in videos if len(v) >= CLIP_FRAMES]
         return {"landmarks": self.detector(frames),
                 "inception": self.inception(frames[::self.cfg.fid_every]),
-                "i3d": self.i3d(clips) if len(clips) else np.zeros((0, 400))}
+                "i3d": self.i3d(np.stack(clips)) if clips else np.zeros((0, N_CLASSES))}
 
 
 def _row_metrics(generated: dict, real: dict, videos: list[np.ndarray],
@@ -208,8 +210,8 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
         for k, case in enumerate(its_cases):
             next(done)
             target = clips[case.target]
-            style = Style(priors[case.target, 0], np.exp(0.5 * priors[case.target, 1]),
-                          target.sample_id)
+            style = Style.from_prior(priors[case.target, 0], priors[case.target, 1],
+                                     target.sample_id)
             made = case_rows(pipeline, clips, case, cfg.frames, style, steps, guidance,
                              cfg.seed)
             real = real_frames(clips, case, cfg.frames)

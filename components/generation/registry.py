@@ -27,7 +27,6 @@ REQUIREMENTS = ["torch==2.13.0", "diffusers", "safetensors", "numpy", "pandas", 
 def _local(source: str, folder: Path) -> str:
     if not source.startswith("models:/"):
         return source
-
     root = download_registered(source, str(folder))
     (config,) = (root / "artifacts").glob("*/config.json")
     return str(config.parent)

@@ -40,6 +40,11 @@ class Style:
     std: np.ndarray  # (d,) float32
     source: str
 
+    @classmethod
+    def from_prior(cls, mean: np.ndarray, logvar: np.ndarray, source: str) -> Style:
+        """The style of a prior given as the extractor gives it: mean and log-variance."""
+        return cls(mean.astype(np.float32), np.exp(0.5 * logvar).astype(np.float32), source)
+
     def draw(self, seed: int, use_mean: bool = False) -> np.ndarray:
         if use_mean:
             return self.mean.copy()
@@ -77,7 +82,7 @@ def load_style(path: str | Path) -> Style:
                        f"({' '.join(str(err).split())[:100]})") from None
     if mean.shape != logvar.shape or mean.ndim != 1 or not np.isfinite(logvar).all():
         raise SvpError(f"{path}: not a style file written by `svp style extract`")
-    return Style(mean, np.exp(0.5 * logvar).astype(np.float32), path.name)
+    return Style.from_prior(mean, logvar, path.name)
 
 
 @torch.no_grad()

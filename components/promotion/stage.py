@@ -53,7 +53,7 @@ def _champion(client, name: str):
 def _champion_metrics(client, held, challenger: dict, params: Params, dry_run: bool) -> dict:
     """The champion's evaluation on the challenger's set: from its tags, or measured again (and
     then kept on the champion's version as `svp.evaluation.<set>`, so that the next promotion
-    on this set does not measure it again; a dry run keeps nothing)."""
+    on this set does not measure it again; a dry run tags nothing)."""
     kept = json.loads(held.tags.get(EVALUATION_TAG, "null"))
     if kept and kept.get("evaluation_set") == challenger["evaluation_set"]:
         return kept

@@ -82,7 +82,6 @@ def registered_version_of(folder: str | Path, tracking_uri: str) -> str | None:
 
 def load_registered(model_uri: str, model_class: type[ModelMixin]) -> ModelMixin:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` as a `model_class`, in eval mode."""
-
     root = download_registered(model_uri)
     (config,) = (root / "artifacts").glob("*/config.json")
     return load_pretrained(model_class, config.parent)
