@@ -10,7 +10,7 @@ import torch
 from components.config import DiffusionConfig, MotionConfig, UNetConfig, VaeConfig
 from components.diffusion.build import add_motion_modules, motion_config, new_denoiser
 from components.diffusion.denoiser import Denoiser
-from components.diffusion.evaluate import fixed_items
+from components.diffusion.evaluate import fixed_items, mouth_follows_audio
 from components.diffusion.frames import Clip
 from components.diffusion.metrics import correlation, paired_difference
 from components.diffusion.recipes import set_trainable
@@ -179,6 +179,15 @@ def test_paired_difference_is_a_gap_over_windows_with_its_standard_error():
     assert mean == pytest.approx(1.0)  # window gaps 1, 2, 0
     assert se == pytest.approx(1.0 / np.sqrt(3))
     assert np.isnan(paired_difference(a[:2], b[:2], frames=2)[1])  # one window: no spread
+
+
+def test_stage2_needs_a_gap_beyond_noise_to_pass():
+    measured = {"m_lmd_own": 1.21, "m_lmd_other": 1.26, "m_lmd_repeated": 2.21,
+                "m_lmd_own_minus_other": -0.044, "m_lmd_own_minus_other_se": 0.016}
+    assert mouth_follows_audio(measured)
+    assert not mouth_follows_audio(measured | {"m_lmd_own_minus_other_se": 0.03})  # noise
+    assert not mouth_follows_audio(measured | {"m_lmd_own_minus_other_se": float("nan")})
+    assert not mouth_follows_audio(measured | {"m_lmd_repeated": 1.2})  # a still face is better
 
 
 def clip_with_opening(sample_id: str, identity: str, opening: np.ndarray) -> Clip:
