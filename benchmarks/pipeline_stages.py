@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from table import emit
 
 STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_vae", "latents",
-          "train_stage1", "train_stage2", "train_stage3", "evaluate", "promote")
+          "train_stage1", "train_stage2", "train_stage3", "assemble", "evaluate", "promote")
 HEADLINES = {  # metric keys worth a column, per stage
     "train_style": ("clustering_strength.both", "random_init.both"),
     "train_vae": ("reconstruction_psnr",),

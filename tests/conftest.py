@@ -72,7 +72,7 @@ DIFFUSION = {
     "kps_guider_channels": [8, 8, 16],
     "audio": {"window_s": 0.2, "vector_dim": 4, "hidden_dim": 16, "n_tokens": 2},
     "style": {"style_dim": 32, "hidden_dim": 16, "n_tokens": 2},
-    "sampling": {"steps": 3, "guidance": 2.0},
+    "sampling": {"steps": 3, "guidance": 2.0, "window": 4, "overlap": 1},
 }
 STAGE = {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "eval_samples": 2}
 TINY_EVALUATION = {"reconstruction_clips": 2, "style_transfer_clips": 2, "frames": 16,
@@ -107,9 +107,8 @@ def project(tmp_path_factory) -> Path:
                                eval_frames=8)
     params["latents"].update(procedural_identities=3, procedural_frames=2, batch_size=16)
     params["train_stage1"].update(STAGE, procedural_share=0.5)
-    params["train_stage2"].update(STAGE, frames=4, image_steps=2, image_batch_size=4)
-    params["train_stage3"].update(STAGE, frames=4)
-    params["generate"].update(window=8, overlap=2)
+    params["train_stage2"].update(STAGE, image_steps=2, image_batch_size=4)
+    params["train_stage3"].update(STAGE)
     params["evaluate"].update(TINY_EVALUATION)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text("stages: {}\n")  # the project root for stored paths

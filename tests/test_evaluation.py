@@ -5,6 +5,7 @@ challenger that stays one)."""
 from __future__ import annotations
 
 import json
+from contextlib import chdir
 from types import SimpleNamespace
 
 import cv2
@@ -15,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from components.config import PromoteConfig
 from components.diffusion.frames import Clip
 from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
-from components.media import decode_video
+from components.media import decode_video, folder_hash
 from components.promotion.rule import decide
+from components.registry.generator import generator_folder
 from tests.conftest import TINY_PROMOTE_COMPARE, svp, with_params
 
 METRICS = {"psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", "faces_found"}
@@ -88,6 +90,7 @@ TINY_RULE = TINY_PROMOTE_COMPARE
 def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, prefect_harness):
     params = with_params(trained, "evaluation.yaml",
                          lambda p: p["promote"].update(compare=TINY_RULE))
+    svp(trained, "assemble", params=params)
     svp(trained, "evaluate", params=params)
     out = trained / "reports/evaluate"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -123,6 +126,14 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
     assert champion.tags["svp.part.vae.version"].startswith("models:/svp-vae/")
     assert json.loads(champion.tags["svp.evaluation"])["evaluation_set"] == \
         metrics["evaluation_set"]
+    # what evaluate measured is what was registered, byte for byte, and what generate loads
+    with chdir(trained):
+        registered = generator_folder("models:/svp-generator@champion")
+    assert metrics["generator"]["digest"] == folder_hash(trained / "data/generator") == \
+        folder_hash(registered)
+    svp(trained, "promote", params=params)  # a retried promote: no second version
+    assert len(client.search_model_versions("name='svp-generator'")) == 1
+    assert json.loads((trained / "reports/promote/decision.json").read_text())["promoted"]
 
     # svp generate now uses the champion by default
     identity = sorted(p for p in (trained / "mead").iterdir() if p.is_dir())[0]
@@ -133,9 +144,23 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
                params=params)
     assert "wrote" in made.stdout and (trained / "talk.mp4").stat().st_size > 1000
     assert "model: generator models:/svp-generator@champion" in made.stderr
+    # a params edit after promotion does not change what the champion generates
+    edited = with_params(trained, "edited.yaml", lambda p: p["diffusion"]["sampling"].update(
+        steps=1, guidance=5.0))
+    again = svp(trained, "generate", "--image", str(trained / "portrait.png"), "--audio",
+                str(identity / "audio/sad/level_3/001.wav"), "--out",
+                str(trained / "talk_again.mp4"), params=edited)
+    assert "the generator's own" in again.stdout
+    assert (trained / "talk_again.mp4").read_bytes() == (trained / "talk.mp4").read_bytes()
 
-    worse = with_params(trained, "worse.yaml", lambda p: (
-        p["promote"].update(compare=TINY_RULE), p["evaluate"].update(steps=1, report_videos=0)))
+    def one_step(p):  # a worse generator: one denoising step
+        p["promote"].update(compare=TINY_RULE)
+        p["diffusion"]["sampling"]["steps"] = 1
+        p["generator"]["out_dir"] = "data/generator_1step"
+        p["evaluate"].update(generator="data/generator_1step", report_videos=0)
+
+    worse = with_params(trained, "worse.yaml", one_step)
+    svp(trained, "assemble", params=worse)
     svp(trained, "evaluate", params=worse)
     svp(trained, "promote", params=worse)
     decision = json.loads((trained / "reports/promote/decision.json").read_text())
@@ -165,13 +190,11 @@ def test_a_champion_evaluated_on_another_set_is_evaluated_again_on_this_one(monk
                 "style_transfer": {"full": row}}
     seen = {}
 
-    def evaluate(cfg, params):
-        seen["cfg"] = cfg
+    def evaluate(cfg, log_run):
+        seen["cfg"], seen["log_run"] = cfg, log_run
         return measured
 
-    monkeypatch.setattr(promotion_stage, "registered_parts", lambda uri: {
-        "denoiser": f"{uri}/denoiser", "vae": f"{uri}/vae", "style_model": f"{uri}/style",
-        "features_dir": f"{uri}/features"})
+    monkeypatch.setattr(promotion_stage, "generator_folder", lambda uri: f"{uri}/generator")
     monkeypatch.setattr(evaluation_stage, "evaluate", evaluate)
     class Client:  # the champion's version tags
         def set_model_version_tag(self, name, version, key, value):
@@ -182,10 +205,11 @@ def test_a_champion_evaluated_on_another_set_is_evaluated_again_on_this_one(monk
     dry = promotion_stage._champion_metrics(Client(), held, {"evaluation_set": "new"},
                                             load_params(), dry_run=True)
     assert dry == measured and set(held.tags) == {"svp.evaluation"}  # a dry run keeps nothing
+    assert seen["log_run"] is False  # and logs no MLflow run
     again = promotion_stage._champion_metrics(Client(), held, {"evaluation_set": "new"},
                                               load_params(), dry_run=False)
     assert again["evaluation_set"] == "new" and again["reconstruction"]["full"] == row
-    assert seen["cfg"].denoiser == "models:/svp-generator/3/denoiser"
+    assert seen["cfg"].generator == "models:/svp-generator/3/generator"
     assert seen["cfg"].latents_dir == load_params().evaluate.latents_dir  # this held-out set
     assert json.loads(held.tags["svp.evaluation.new"]) == measured
     seen.clear()

@@ -55,9 +55,8 @@ def project(tmp_path_factory) -> Path:
     params["train_vae"].update(steps=4, batch_size=4, checkpoint_every=2, procedural_faces=8,
                                eval_frames=8)
     params["latents"].update(procedural_identities=2, procedural_frames=2, batch_size=16)
-    for n, frames in ((1, 1), (2, 4), (3, 4)):
-        params[f"train_stage{n}"].update(STAGE, steps=2, frames=frames, image_steps=0)
-    params["generate"].update(window=8, overlap=2)
+    for n in (1, 2, 3):
+        params[f"train_stage{n}"].update(STAGE, steps=2, image_steps=0)
     params["evaluate"].update(TINY_EVALUATION)
     params["promote"]["compare"] = TINY_PROMOTE_COMPARE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -69,7 +68,8 @@ def project(tmp_path_factory) -> Path:
 
 
 STAGES = ["synth", "ingest", "validate", "features", "train_vae", "latents", "train_stage1",
-          "train_style", "train_stage2", "train_stage3", "evaluate", "promote"]  # DVC's order
+          "train_style", "train_stage2", "train_stage3", "assemble", "evaluate",
+          "promote"]  # DVC's order
 
 
 def test_stage_order_comes_from_dvc(project):

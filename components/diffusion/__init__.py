@@ -1,2 +1,3 @@
-"""The generator: VAE, denoiser (UNet + ReferenceNet + Head-Kps guider + audio, temporal and style
-attention), noise schedule and sampler, and the three training stages."""
+"""The generator's model parts (`models/`, one file per part), its training (`train/`: the VAE
+recipe, the three stage recipes and their loop), and the data the stages read (`frames.py`,
+`latents.py`, `style_prior.py`)."""

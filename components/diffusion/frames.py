@@ -17,8 +17,6 @@ from components.features.audio import N_HIDDEN, WIDTH, audio_window, relative_to
 from components.features.head_kps import render_head_kps
 from components.paths import resolve
 
-FPS = 25  # the features stage's frame rate (`features.fps`), which the audio windows assume
-
 
 def read_index(folder: str | Path, split: str | None = None):
     """A features or latents folder's `index.parquet` (one split, or all), as pandas."""
@@ -73,8 +71,22 @@ class Clip:
         return decode_jpegs([self.jpegs[i] for i in np.atleast_1d(index)])
 
 
+@dataclass(frozen=True)
+class Sample:
+    """Which frames of which clips one training sample, stage-check item or evaluation case is
+    made of (clip indices into one list of clips)."""
+
+    target: int  # the clip whose frames are generated and compared, and its Head-Kps
+    start: int  # the first target frame
+    reference: int  # the clip of the reference frame
+    reference_frame: int = 0
+    style: int | None = None  # the clip whose style prior is drawn (None: the target's)
+    other_speech: int | None = None  # the clip whose speech drives the "other speech" rows
+
+
 @lru_cache(maxsize=8192)
-def _read_clip(latents_path: str, features_path: str | None, whisper: str | None) -> tuple:
+def _read_clip(latents_path: str, features_path: str | None, whisper: str | None,
+               fps: float) -> tuple:
     table = pq.read_table(latents_path)
     shape = tuple(table.schema.metadata[b"svp.latent_shape"].decode().split(","))
     latents = np.stack(table["latent"].to_numpy(zero_copy_only=False)).astype(np.float16)
@@ -84,7 +96,7 @@ def _read_clip(latents_path: str, features_path: str | None, whisper: str | None
     if features_path is not None:
         audio = np.stack(pq.read_table(features_path, columns=["audio"])["audio"].to_numpy(
             zero_copy_only=False)).reshape(-1, N_HIDDEN, 2, WIDTH)[: len(latents)]
-        audio = relative_to_silence(audio, whisper, FPS).astype(np.float16)
+        audio = relative_to_silence(audio, whisper, fps).astype(np.float16)
     return (latents.reshape(len(latents), *map(int, shape)), kps, landmarks, audio,
             table["image_jpeg"].to_pylist())
 
@@ -94,13 +106,14 @@ def load_clips(latents_dir: str | Path, features_dir: str | Path, split: str) ->
     `procedural` split (still shots of procedural faces) has no audio."""
     index = read_index(latents_dir, split)
     features = read_index(features_dir).set_index("sample_id")["features_path"]
-    whisper = json.loads((Path(features_dir) / "config.json").read_text())["whisper_checkpoint"]
+    settings = json.loads((Path(features_dir) / "config.json").read_text())
+    whisper, fps = settings["whisper_checkpoint"], float(settings["fps"])
     clips = []
     for row in index.itertuples():
         audio_from = None if split == "procedural" else \
             str(resolve(features.loc[row.sample_id], features_dir))
         latents, kps, landmarks, audio, jpegs = _read_clip(
-            str(resolve(row.latents_path, latents_dir)), audio_from, whisper)
+            str(resolve(row.latents_path, latents_dir)), audio_from, whisper, fps)
         emotion = row.emotion if isinstance(row.emotion, str) else None
         clips.append(Clip(row.sample_id, row.identity, emotion, row.style_group, latents,
                           kps, landmarks, audio, jpegs))
@@ -116,7 +129,8 @@ def kps_images(kps: np.ndarray, size: int) -> np.ndarray:
     return images.transpose(0, 3, 1, 2).reshape(*kps.shape[:-2], 3, size, size)
 
 
-def audio_windows(audio: np.ndarray, frames, window_s: float) -> np.ndarray:
-    """(len(frames), N_HIDDEN, 2k, WIDTH) float32: each frame's Whisper window."""
-    return np.stack([audio_window(audio, int(t), window_s, FPS) for t in frames]).astype(
+def audio_windows(audio: np.ndarray, frames, k: int) -> np.ndarray:
+    """(len(frames), N_HIDDEN, 2k, WIDTH) float32: each frame's Whisper window of `k` frames
+    (`Denoiser.audio_frames`: the model's window, whatever the frame rate)."""
+    return np.stack([audio_window(audio, int(t), seconds=k, fps=1) for t in frames]).astype(
         np.float32)

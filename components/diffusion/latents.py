@@ -37,7 +37,7 @@ import torch
 from components.atomic import keep_only_if_made_by, write_parquet
 from components.config import DiffusionConfig, LatentsConfig
 from components.diffusion.frames import read_index
-from components.diffusion.vae import encode
+from components.diffusion.models.vae import encode
 from components.errors import SvpError
 from components.features.crop import crop_frame, to_crop, union_box
 from components.features.extract import resample_frames

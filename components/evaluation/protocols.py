@@ -16,11 +16,10 @@ whose mouth moves least like the target's: what wrong lip sync scores); "referen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import zip_longest
 
-from components.diffusion.evaluate import alternate_identities, liveliest_window, other_speech
-from components.diffusion.frames import Clip
+from components.diffusion.frames import Clip, Sample
+from components.evaluation.stage_checks import alternate_identities, liveliest_window, other_speech
 
 PROTOCOLS = ("reconstruction", "style_transfer")
 ROWS = ("full", "no_style", "mean_style", "other_speech", "reference_repeated")
@@ -29,34 +28,25 @@ ROW_TITLES = {"full": "SVP (full)", "no_style": "w/o style",
               "reference_repeated": "reference repeated"}
 
 
-@dataclass(frozen=True)
-class Case:
-    protocol: str
-    target: int  # clip index: the frames compared, and its Head-Kps, audio and style
-    start: int  # the window's first frame
-    reference: int  # clip index of the reference frame (its first frame)
-    other_speech: int  # clip index whose speech drives the "other speech" row
-
-
 def _order(clips: list[Clip]) -> list[int]:
     return sorted(range(len(clips)), key=lambda i: clips[i].sample_id)
 
 
-def _case(protocol: str, clips: list[Clip], order: list[int], target: int, reference: int,
-          frames: int) -> Case:
+def _case(clips: list[Clip], order: list[int], target: int, reference: int,
+          frames: int) -> Sample:
     start = liveliest_window(clips[target], frames)
     other = other_speech(clips, order, target, start, frames)
-    return Case(protocol, target, start, reference, target if other is None else other)
+    return Sample(target, start, reference, other_speech=target if other is None else other)
 
 
-def reconstruction_cases(clips: list[Clip], n: int, frames: int) -> list[Case]:
+def reconstruction_cases(clips: list[Clip], n: int, frames: int) -> list[Sample]:
     order = _order(clips)
-    return [_case("reconstruction", clips, order, i, i, frames)
+    return [_case(clips, order, i, i, frames)
             for i in alternate_identities(order, clips)[:n]]
 
 
 def style_transfer_cases(clips: list[Clip], n: int, frames: int,
-                         levels: dict[str, int] | None = None) -> list[Case]:
+                         levels: dict[str, int] | None = None) -> list[Sample]:
     """Emotional clips whose identity has a neutral clip, one emotion after another, the most
     intense level first (sample id -> MEAD level: where the style has the most to show)."""
     order = _order(clips)
@@ -68,5 +58,5 @@ def style_transfer_cases(clips: list[Clip], n: int, frames: int,
         if clips[i].emotion not in (None, "neutral") and clips[i].identity in neutral:
             by_emotion.setdefault(clips[i].emotion, []).append(i)
     queue = [i for row in zip_longest(*by_emotion.values()) for i in row if i is not None]
-    return [_case("style_transfer", clips, order, i, neutral[clips[i].identity], frames)
+    return [_case(clips, order, i, neutral[clips[i].identity], frames)
             for i in queue[:n]]

@@ -92,9 +92,11 @@ def write_report(path: Path, metrics: dict, videos: list[dict]) -> None:
 <title>SVP evaluation</title><style>{STYLE}</style></head><body>
 <h1>SVP evaluation on the held-out identities</h1>
 <p>{cases['reconstruction']} reconstruction and {cases['style_transfer']} style-transfer cases of
-{metrics['frames_per_case']} frames; Euler, {metrics['steps']} steps, guidance
-{metrics['guidance']:g}. Evaluation set {metrics['evaluation_set']}. Generator:
-{html.escape(str(metrics['generator']))}.</p>
+{metrics['frames_per_case']} frames; Euler, {metrics['sampling']['steps']} steps, guidance
+{metrics['sampling']['guidance']:g}, windows of {metrics['sampling']['window']} frames (the
+generator's own settings). Evaluation set {metrics['evaluation_set']}. Generator:
+{html.escape(metrics['generator']['folder'])} (digest {metrics['generator']['digest'][:16]}),
+parts {html.escape(str(metrics['generator']['parts']))}.</p>
 <h2>Table 1: reconstruction (own first frame, audio, Head-Kps and style)</h2>
 {_protocol_table(metrics['reconstruction'])}
 <h2>Table 2: style transfer (neutral reference, an emotional clip's audio, Head-Kps, style)</h2>

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -31,44 +32,46 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from components.atomic import write_text
-from components.config import EvaluateConfig, Params
-from components.diffusion.denoiser import Denoiser
-from components.diffusion.frames import Clip, load_clips, read_index
-from components.diffusion.metrics import FaceLandmarks, nanmean, paired_difference
+from components.config import EvaluateConfig
+from components.diffusion.frames import Clip, Sample, load_clips, read_index
 from components.diffusion.plots import write_png
-from components.diffusion.style_prior import load_style_model, style_priors
+from components.diffusion.style_prior import style_priors
 from components.errors import SvpError
 from components.evaluation.fid import InceptionFeatures
 from components.evaluation.frechet import frechet_distance
 from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures
 from components.evaluation.i3d import N_CLASSES
+from components.evaluation.metrics import (
+    FaceLandmarks,
+    frame_metrics,
+    mean_metrics,
+    nanmean,
+    paired_difference,
+)
 from components.evaluation.protocols import (
     PROTOCOLS,
     ROWS,
-    Case,
     reconstruction_cases,
     style_transfer_cases,
 )
 from components.evaluation.report import side_by_side, write_report
 from components.evaluation.rows import case_rows, real_frames
-from components.evaluation.scores import frame_metrics, mean_metrics
-from components.generation.pipeline import TalkingHeadPipeline
+from components.generation.assemble import load_generator
 from components.generation.style import Style
 from components.generation.video_out import write_mp4
+from components.media import folder_hash
 from components.paths import resolve
 from components.progress import progress
 from components.tracking import dvc_out_hash, log_stage
-from components.training.registry import load_model_from
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-evaluation"
 FRAME_METRICS = ("psnr", "ssim", "f_lmd", "m_lmd")
 
 
-def evaluation_set(clips: list[Clip], cases: dict[str, list[Case]], cfg: EvaluateConfig) -> str:
+def evaluation_set(clips: list[Clip], cases: dict[str, list[Sample]], cfg: EvaluateConfig) -> str:
     """A fingerprint of what is compared: the cases' clips and windows, and the frames' pixels."""
     digest = hashlib.sha256(json.dumps({p: [asdict(c) for c in cs] for p, cs in cases.items()}
                                        | {"frames": cfg.frames, "fid_every": cfg.fid_every},
@@ -124,7 +127,7 @@ def _checks(results: dict, per_frame: dict, frames: int) -> dict:
     return checks
 
 
-def _by_emotion(clips: list[Clip], cases: list[Case], per_frame: dict,
+def _by_emotion(clips: list[Clip], cases: list[Sample], per_frame: dict,
                 frames: int) -> dict[str, dict]:
     emotions = np.repeat([clips[c.target].emotion for c in cases], frames)
     out: dict[str, dict] = {}
@@ -172,9 +175,10 @@ def _json_safe(value):
     return value
 
 
-def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
+def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
+    """Measure the generator folder `cfg.generator` (`log_run` False: no MLflow run, as a dry
+    run's re-measurement of the champion)."""
     started = time.time()
-    d = params.diffusion
     features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
     fps = float(features["fps"])
     clips = load_clips(cfg.latents_dir, cfg.features_dir, "test")
@@ -184,19 +188,16 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
     if not cases["style_transfer"]:
         raise SvpError(f"{cfg.latents_dir}: no style-transfer case (the test split needs an "
                        "emotional clip of an identity that also has a neutral clip)")
-    denoiser = load_model_from(cfg.denoiser, Denoiser)
-    vae = load_model_from(cfg.vae, AutoencoderKL)
-    style_model = load_style_model(cfg.style_model)
-    priors = style_priors(style_model, cfg.features_dir, [c.sample_id for c in clips],
-                          d.style.style_dim)
-    g = params.generate
-    pipeline = TalkingHeadPipeline(vae, denoiser, d, g.window, g.overlap, g.window_batch,
-                                   g.decode_batch)
-    steps, guidance = cfg.steps or d.sampling.steps, cfg.guidance or d.sampling.guidance
+    pipeline = load_generator(cfg.generator)
+    priors = style_priors(pipeline.style_extractor, cfg.features_dir,
+                          [c.sample_id for c in clips],
+                          pipeline.denoiser.config.style_config["style_dim"])
     measure = Measure(cfg, FaceLandmarks(features["dlib_predictor"]))
     out = Path(cfg.out_dir)
-    shutil.rmtree(out / "videos", ignore_errors=True)  # only this run's cases
-    (out / "videos").mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    videos_dir = out / f".videos.tmp{os.getpid()}"  # replaces videos/ only when all is done:
+    shutil.rmtree(videos_dir, ignore_errors=True)  # a failed run keeps the last report
+    videos_dir.mkdir()
     sources = read_index(cfg.features_dir).set_index("sample_id")["video_path"]
 
     results: dict = {}
@@ -212,8 +213,7 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
             target = clips[case.target]
             style = Style.from_prior(priors[case.target, 0], priors[case.target, 1],
                                      target.sample_id)
-            made = case_rows(pipeline, clips, case, cfg.frames, style, steps, guidance,
-                             cfg.seed)
+            made = case_rows(pipeline, clips, case, cfg.frames, style, cfg.seed)
             real = real_frames(clips, case, cfg.frames)
             real_videos.append(real)
             for row in ROWS:
@@ -221,9 +221,9 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
             if k < cfg.report_videos:
                 name = f"{protocol}_{target.sample_id}"
                 panels = list(side_by_side([real, made["full"], made["no_style"]]))
-                write_mp4(panels, out / "videos" / f"{name}.mp4", fps,
+                write_mp4(panels, videos_dir / f"{name}.mp4", fps,
                           resolve(sources[target.sample_id]), audio_start_s=case.start / fps)
-                write_png(out / "videos" / f"{name}.png", panels[len(panels) // 2])
+                write_png(videos_dir / f"{name}.png", panels[len(panels) // 2])
                 videos.append({"protocol": protocol, "file": f"videos/{name}.mp4",
                                "poster": f"videos/{name}.png",
                                "target": target.sample_id,
@@ -243,20 +243,26 @@ def evaluate(cfg: EvaluateConfig, params: Params) -> dict:
                "checks": _checks(results, per_frame, cfg.frames),
                "style_clustering": _style_table(Path(cfg.style_report)),
                "cases": {p: len(c) for p, c in cases.items()}, "frames_per_case": cfg.frames,
-               "steps": steps, "guidance": guidance,
+               "sampling": {"steps": pipeline.config.steps,
+                            "guidance": pipeline.config.guidance,
+                            "window": pipeline.config.window, "overlap": pipeline.config.overlap},
                "evaluation_set": evaluation_set(clips, cases, cfg),
-               "generator": {"denoiser": cfg.denoiser, "vae": cfg.vae,
-                             "style_model": cfg.style_model}}
+               "generator": {"folder": cfg.generator, "digest": folder_hash(cfg.generator),
+                             "parts": pipeline.config.parts}}
     metrics = _json_safe(metrics)
+    shutil.rmtree(out / "videos", ignore_errors=True)
+    os.replace(videos_dir, out / "videos")
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(out / "rows.csv", _rows_csv(results))
     write_report(out / "report.html", metrics, videos)
     flat = {f"{p}.{row}.{m}": v for p in PROTOCOLS for row, values in metrics[p].items()
             for m, v in values.items() if v is not None}
     flat |= {f"check.{name}": float(c["passed"]) for name, c in metrics["checks"].items()}
-    log_stage(EXPERIMENT, "evaluate", asdict(cfg) | {"steps": steps, "guidance": guidance},
-              flat, [out / "metrics.json", out / "rows.csv", out / "report.html",
-                     *sorted((out / "videos").glob("*.mp4"))],
+    if not log_run:
+        return metrics
+    log_stage(EXPERIMENT, "evaluate", asdict(cfg) | {"sampling": metrics["sampling"]}, flat,
+              [out / "metrics.json", out / "rows.csv", out / "report.html",
+               *sorted((out / "videos").glob("*.mp4"))],
               {"dvc.latents": dvc_out_hash(cfg.latents_dir),
                "svp.evaluation_set": metrics["evaluation_set"]}, started=started)
     log.info("evaluate: %s", {n: c["passed"] for n, c in metrics["checks"].items()})

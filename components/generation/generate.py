@@ -1,28 +1,31 @@
 """`svp generate` as a plain function: a portrait, a speech recording and a style in; an mp4
-with the speech muxed in out (frame count = speech duration x fps)."""
+with the speech muxed in out (frame count = speech duration x fps). The generator is one saved
+`TalkingHeadPipeline`; it samples as it was saved unless the request overrides steps or
+guidance explicitly, which the log and the mp4's metadata then say."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from components.config import Params
+from components.config import GenerateConfig
 from components.errors import SvpError
 from components.features import audio as whisper_features
 from components.features.head_kps import head_kps
 from components.features.landmarks import DlibLandmarks
 from components.generation.head_motion import derived_kps, retargeted_kps
 from components.generation.inputs import read_portrait, read_speech, read_video_landmarks
-from components.generation.models import Generator, load_generator
-from components.generation.pipeline import GenerationInputs, TalkingHeadPipeline
+from components.generation.pipeline import GenerationInputs, Sampling, TalkingHeadPipeline
 from components.generation.style import Style, load_style, mix, style_from_video
 from components.generation.video_out import write_mp4
 from components.synth.speech import frame_features
 
 log = logging.getLogger(__name__)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,33 @@ class Request:
     style_mean: bool = False  # the prior's mean instead of a draw
     pose_video: str | None = None
     seed: int = 0
-    steps: int | None = None  # default diffusion.sampling.steps
-    guidance: float | None = None  # default diffusion.sampling.guidance
+    steps: int | None = None  # None: the generator's own
+    guidance: float | None = None  # None: the generator's own
+
+    def check(self) -> None:
+        """Refuse nonsense before anything is loaded: one line each."""
+        Sampling(1 if self.steps is None else self.steps,
+                 0.0 if self.guidance is None else float(self.guidance))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
+                not 0 <= self.seed <= MAX_SEED:
+            raise SvpError(f"seed must be a whole number in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.style_mix is not None and not (math.isfinite(self.style_mix)
+                                               and 0 <= self.style_mix <= 1):
+            raise SvpError(f"--style-mix must lie in [0, 1], got {self.style_mix}")
+        out = Path(self.out)
+        if out.is_dir():
+            raise SvpError(f"{out}: is a folder; --out names the mp4 file to write")
+        if not out.parent.is_dir():
+            raise SvpError(f"{out.parent}: no such folder to write {out.name} in")
+        if out.suffix.lower() != ".mp4":
+            raise SvpError(f"{out}: the output is an H.264 mp4; name it *.mp4")
 
 
-def choose_style(request: Request, gen: Generator, detector: DlibLandmarks) -> Style | None:
-    f = gen.features
-    styles = [style_from_video(v, gen.style_model, gen.basis, detector, f["fps"],
-                               f["whisper_checkpoint"], f["min_audio_dbfs"])
+def choose_style(request: Request, pipeline: TalkingHeadPipeline,
+                 detector: DlibLandmarks) -> Style | None:
+    s = pipeline.input_settings.config
+    styles = [style_from_video(v, pipeline.style_extractor, pipeline.input_settings.basis,
+                               detector, s.fps, s.whisper_checkpoint, s.min_audio_dbfs)
               for v in request.style_videos] + [load_style(p) for p in request.style_files]
     if len(styles) > 2:
         raise SvpError("at most two styles (to mix with --style-mix)")
@@ -56,63 +78,77 @@ def choose_style(request: Request, gen: Generator, detector: DlibLandmarks) -> S
     return styles[0] if styles else None
 
 
-def prepare_inputs(params: Params, gen: Generator, request: Request) -> GenerationInputs:
+def prepare_inputs(pipeline: TalkingHeadPipeline, request: Request,
+                   settings: GenerateConfig) -> GenerationInputs:
     """The request's portrait, speech, head motion and style as the pipeline's inputs."""
-    g, d, f = params.generate, gen.diffusion, gen.features
-    detector = DlibLandmarks(f["dlib_predictor"])
-    fps = float(f["fps"])
-    speech = read_speech(request.audio, fps, f["whisper_checkpoint"], f["min_audio_dbfs"],
-                         g.max_audio_s)
-    portrait = read_portrait(request.image, detector, f["crop_scale"], d.resolution)
+    s = pipeline.input_settings.config
+    detector = DlibLandmarks(s.dlib_predictor)
+    speech = read_speech(request.audio, s.fps, s.whisper_checkpoint, s.min_audio_dbfs,
+                         settings.max_audio_s)
+    portrait = read_portrait(request.image, detector, s.crop_scale,
+                             pipeline.config.resolution)
     reference_kps = head_kps(portrait.landmarks)
     n = speech.n_frames
     if request.pose_video:
-        pose, _ = read_video_landmarks(request.pose_video, detector, fps, "pose video")
+        pose, _ = read_video_landmarks(request.pose_video, detector, s.fps, "pose video")
         pose = head_kps(pose)
         pose = pose[np.arange(n) % len(pose)]  # a shorter pose video loops
         kps = retargeted_kps(reference_kps, pose)
     else:
-        loudness, _ = frame_features(speech.samples, whisper_features.SAMPLE_RATE, fps, n)
-        kps = derived_kps(reference_kps, n, fps, loudness, request.seed, g.head_motion)
-    style = choose_style(request, gen, detector)
+        loudness, _ = frame_features(speech.samples, whisper_features.SAMPLE_RATE, s.fps, n)
+        kps = derived_kps(reference_kps, n, s.fps, loudness, request.seed, settings.head_motion)
+    style = choose_style(request, pipeline, detector)
     if style is None:
         log.info("no style given: the style attention is off")
     else:
         log.info("style: %s (%s)", style.source, "mean" if request.style_mean else
                  f"a draw, seed {request.seed}")
-    audio = whisper_features.relative_to_silence(speech.features, f["whisper_checkpoint"], fps)
+    audio = whisper_features.relative_to_silence(speech.features, s.whisper_checkpoint, s.fps)
     return GenerationInputs(portrait.crop, kps, audio,
                             None if style is None else style.draw(request.seed,
                                                                   request.style_mean))
 
 
-def generate(params: Params, request: Request, generator: Generator | None = None) -> dict:
+def provenance(pipeline: TalkingHeadPipeline) -> list[str]:
+    """One line per part of the generator: where it came from, its weights' digest."""
+    lines = [f"generator {pipeline.source or pipeline.name_or_path}"]
+    lines += [f"{name} {part['source']} (weights {part['weights']})"
+              for name, part in pipeline.config.parts.items()]
+    return lines + [f"trained on {pipeline.input_settings.config.training_data}"]
+
+
+def sampling_note(pipeline: TalkingHeadPipeline, request: Request) -> str:
+    """What sampled, and which of it the request overrode."""
+    used = pipeline.sampling(request.steps, request.guidance)
+    saved = pipeline.sampling()
+    note = f"{used.steps} steps, guidance {used.guidance:g}"
+    overrides = [f"{name} {getattr(saved, name):g} -> {getattr(used, name):g}"
+                 for name in ("steps", "guidance") if getattr(request, name) is not None
+                 and getattr(used, name) != getattr(saved, name)]
+    return note + (f" (overriding the generator's: {', '.join(overrides)})" if overrides
+                   else " (the generator's own)")
+
+
+def generate(pipeline: TalkingHeadPipeline, request: Request,
+             settings: GenerateConfig | None = None) -> dict:
     """Make `request.out`; returns what was made (frames, seconds, the models used)."""
-    gen = generator or load_generator(params.generate, params.diffusion)
-    g, d, fps = params.generate, gen.diffusion, float(gen.features["fps"])
-    for line in gen.provenance:
+    request.check()
+    settings = settings or GenerateConfig()
+    if pipeline.denoiser.max_frames is None:
+        raise SvpError("this generator's denoiser has no motion modules (a stage-1 model): "
+                       "generate with a stage-2 or stage-3 one")
+    models = provenance(pipeline)
+    for line in models:
         log.info("model: %s", line)
-    inputs = prepare_inputs(params, gen, request)
-    pipeline = TalkingHeadPipeline(gen.vae, gen.denoiser, d, g.window, g.overlap,
-                                   g.window_batch, g.decode_batch)
-    frames = pipeline(inputs, steps=request.steps or d.sampling.steps,
-                      guidance=request.guidance or d.sampling.guidance, seed=request.seed)
-    written = write_mp4(frames, request.out, fps, request.audio, g.crf)
+    note = sampling_note(pipeline, request)
+    log.info("sampling: %s", note)
+    inputs = prepare_inputs(pipeline, request, settings)
+    fps = pipeline.input_settings.config.fps
+    frames = pipeline(inputs, seed=request.seed, steps=request.steps, guidance=request.guidance,
+                      window_batch=settings.window_batch, decode_batch=settings.decode_batch)
+    source = pipeline.source or pipeline.name_or_path
+    written = write_mp4(frames, request.out, fps, request.audio, settings.crf,
+                        comment=f"svp {source}; seed {request.seed}; {note}")
     log.info("%s: %d frames, %.2f s", request.out, written, written / fps)
     return {"out": str(Path(request.out)), "frames": written, "seconds": written / fps,
-            "models": gen.provenance}
-
-
-def with_models(params: Params, denoiser: str | None = None, vae: str | None = None,
-                style_model: str | None = None, model: str | None = None) -> Params:
-    """`params` with another registered generator (`model`, a models:/ URI) or with some of
-    its parts replaced (folders or registry URIs; the others come from `generate`'s parts, not
-    from a registered generator)."""
-    g = params.generate
-    if model:
-        return replace(params, generate=replace(g, model=model))
-    if not (denoiser or vae or style_model):
-        return params
-    return replace(params, generate=replace(
-        g, model=None, denoiser=denoiser or g.denoiser, vae=vae or g.vae,
-        style_model=style_model or g.style_model))
+            "models": models, "sampling": note}

@@ -29,7 +29,8 @@ from components.features.expression import ExpressionBasis, head_pose
 from components.features.landmarks import DlibLandmarks
 from components.generation.inputs import read_speech, read_video_landmarks
 from components.style.data import StyleClip, whole_clip_batch
-from components.style.extractor import StyleExtractor
+from components.style.extractor import StyleExtractor, sample_style
+from components.training.seeds import torch_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,13 @@ class Style:
         return cls(mean.astype(np.float32), np.exp(0.5 * logvar).astype(np.float32), source)
 
     def draw(self, seed: int, use_mean: bool = False) -> np.ndarray:
+        """The extractor's own draw (`sample_style`), from the seed's style stream (never the
+        latent noise's)."""
         if use_mean:
             return self.mean.copy()
-        noise = torch.randn(len(self.mean), generator=torch.Generator().manual_seed(seed))
-        return (self.mean + self.std * noise.numpy()).astype(np.float32)
+        logvar = torch.from_numpy(2 * np.log(self.std))
+        drawn = sample_style(torch.from_numpy(self.mean), logvar, torch_generator(seed, "style"))
+        return drawn.numpy().astype(np.float32)
 
 
 def mix(a: Style, b: Style, weight: float) -> Style:

@@ -1,8 +1,11 @@
-"""`svp promote` (DVC stage `promote`): the evaluated generator becomes a version of
-`svp-generator` with alias `challenger`, and `champion` when it beats the champion (`rule.py`).
+"""`svp promote` (DVC stage `promote`): the evaluated generator folder, byte for byte, becomes a
+version of `svp-generator` with alias `challenger`, and `champion` when it beats the champion
+(`rule.py`). Every step is idempotent under retries: the same folder is the same version
+(`register_generator`), tags and aliases are set, not added.
 
-The version pins what it is built from: each part's registered version (found by its weights'
-digest, `svp.part.<part>` tags) and the evaluation it earned (`svp.evaluation`: both protocols'
+The version pins what it is built from: each part's registered version (the version whose
+weights digest, recorded when the generator was assembled, is the part's: `svp.part.<part>`
+tags) and the evaluation it earned (`svp.evaluation`: both protocols'
 tables and the evaluation set's fingerprint). A champion evaluated on another set (other test
 clips, other windows or pixels) is evaluated again on this one before the two are compared, and
 that measurement is kept on its version (`svp.evaluation.<set>`).
@@ -24,12 +27,12 @@ from components.atomic import write_text
 from components.config import Params
 from components.errors import SvpError
 from components.evaluation.protocols import PROTOCOLS
-from components.generation.models import registered_parts
-from components.generation.registry import register_generator
+from components.media import folder_hash
 from components.promotion.rule import Decision, decide
+from components.registry.generator import DIGEST_TAG, generator_folder, register_generator
 from components.runtime import mlflow_tracking_uri
 from components.tracking import dvc_out_hash, git_commit
-from components.training.registry import registered_version_of
+from components.training.registry import WEIGHTS_TAG
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -63,11 +66,10 @@ def _champion_metrics(client, held, challenger: dict, params: Params, dry_run: b
     log.info("champion v%s was evaluated on another set; evaluating it on this one", held.version)
     from components.evaluation.stage import evaluate
 
-    parts = registered_parts(f"models:/{held.name}/{held.version}")
+    folder = generator_folder(f"models:/{held.name}/{held.version}")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = replace(params.evaluate, denoiser=parts["denoiser"], vae=parts["vae"],
-                      style_model=parts["style_model"], out_dir=tmp, report_videos=0)
-        again = evaluate(cfg, params)
+        cfg = replace(params.evaluate, generator=str(folder), out_dir=tmp, report_videos=0)
+        again = evaluate(cfg, log_run=not dry_run)
     if again["evaluation_set"] != challenger["evaluation_set"]:
         raise SvpError(f"champion v{held.version}: its evaluation set differs from the "
                        "challenger's even when measured again (evaluate params changed?)")
@@ -78,17 +80,20 @@ def _champion_metrics(client, held, challenger: dict, params: Params, dry_run: b
 
 
 def _data(metrics: dict, params: Params) -> list[str]:
-    """The DVC outputs the decision rests on: the held-out data and the generator's parts."""
-    parts = [p for p in metrics["generator"].values() if not str(p).startswith("models:/")]
-    return [params.evaluate.latents_dir, params.evaluate.features_dir, *parts]
+    """The DVC outputs the decision rests on: the held-out data and the generator folder."""
+    return [params.evaluate.latents_dir, params.evaluate.features_dir,
+            metrics["generator"]["folder"]]
 
 
-def _pins(generator: dict, uri: str) -> dict[str, str]:
+def _pins(client, parts: dict) -> dict[str, str]:
+    """Each part's registered version, found by the weights digest the generator recorded."""
     pins = {}
-    for part, source in generator.items():
-        pinned = source if str(source).startswith("models:/") else \
-            registered_version_of(source, uri)
-        pins[f"svp.part.{part}.version"] = pinned or f"{source} (not registered)"
+    for part, made in parts.items():
+        found = client.search_model_versions(f"tags.`{WEIGHTS_TAG}` = '{made['weights']}'") \
+            if made.get("weights") else []
+        newest = max(found, key=lambda v: int(v.version)) if found else None
+        pins[f"svp.part.{part}.version"] = f"models:/{newest.name}/{newest.version}" if newest \
+            else f"{made['source']} (not registered)"
     return pins
 
 
@@ -119,17 +124,22 @@ def promote(params: Params, dry_run: bool = False, root: str | Path = ".") -> di
     uri = mlflow_tracking_uri(root)
     client = mlflow.MlflowClient(uri)
     held = _champion(client, cfg.model_name)
-    champion = _champion_metrics(client, held, metrics, params, dry_run) if held else None
-    decision = decide(metrics, champion, cfg)
+    if held and held.tags.get(DIGEST_TAG) == metrics["generator"]["digest"]:
+        decision = Decision(True, f"v{held.version} is this very generator: it stays champion",
+                            {}, None)  # a retried promote decides as the first try did
+    else:
+        champion = _champion_metrics(client, held, metrics, params, dry_run) if held else None
+        decision = decide(metrics, champion, cfg)
     if dry_run:
         return _record(decision, metrics, params, held, None, dry_run=True)
 
     gen = metrics["generator"]
-    generate = replace(params.generate, model=None, denoiser=gen["denoiser"], vae=gen["vae"],
-                       style_model=gen["style_model"], features_dir=params.evaluate.features_dir)
-    version = register_generator(generate, params.diffusion, cfg.model_name, root, "promote")
+    if folder_hash(gen["folder"]) != gen["digest"]:
+        raise SvpError(f"{gen['folder']}: changed since it was evaluated (run `svp evaluate` "
+                       "again); promote registers exactly the bytes evaluate measured")
+    version = register_generator(gen["folder"], cfg.model_name, root, "promote", gen["digest"])
     record = _record(decision, metrics, params, held, version, dry_run=False)
-    tags = _pins(gen, uri) | {
+    tags = _pins(client, gen["parts"]) | {
         EVALUATION_TAG: json.dumps(_evaluation_summary(metrics)),
         "svp.decision": "champion" if decision.promote else "challenger",
         "svp.decision.reason": decision.reason,

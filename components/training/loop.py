@@ -9,6 +9,8 @@ lives here and in `checkpoint.py` / `seeds.py`.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,9 @@ from components.training.run_tracking import RankZeroMetrics
 from components.training.seeds import StepRandom, step_random
 
 log = logging.getLogger(__name__)
+# Fault drills: with this set to a step, the process stops itself (SIGSTOP) right after that
+# step's checkpoint is complete, so a drill can kill it at a known point and resume.
+STOP_AFTER = "SVP_STOP_AFTER_CHECKPOINT"
 
 
 @dataclass(frozen=True)
@@ -65,5 +70,7 @@ def run_steps(settings: LoopSettings, model: torch.nn.Module, optimizer: torch.o
                             keep=settings.keep)
             log.info("%s: step %d/%d %s (checkpoint saved)", settings.name, done, settings.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            if os.environ.get(STOP_AFTER) == str(done):  # a fault drill's moment to kill
+                os.kill(os.getpid(), signal.SIGSTOP)
     metrics.flush()
     return history

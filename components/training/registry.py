@@ -8,13 +8,13 @@ folder back with `from_pretrained(use_safetensors=True)`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from diffusers.models.modeling_utils import ModelMixin
 
+from components.media import content_hash
 from components.runtime import download_registered
 from components.tracking import StageRun
 
@@ -25,14 +25,7 @@ WEIGHTS_TAG = "svp.weights"  # each version's weights digest: how a folder finds
 def weights_digest(folder: str | Path) -> str | None:
     """sha256 (16 hex digits) of a `save_pretrained` folder's safetensors files, or None."""
     files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return content_hash(*files)[:16] if files else None
 
 
 def save_pretrained(model: ModelMixin, folder: str | Path) -> Path:
@@ -80,11 +73,18 @@ def registered_version_of(folder: str | Path, tracking_uri: str) -> str | None:
     return f"models:/{newest.name}/{newest.version}"
 
 
+def local_model_folder(source: str | Path) -> Path:
+    """A `save_pretrained` folder: `source` itself, or a registered version's weights folder."""
+    if not str(source).startswith("models:/"):
+        return Path(source)
+    root = download_registered(str(source))
+    (config,) = (root / "artifacts").glob("*/config.json")
+    return config.parent
+
+
 def load_registered(model_uri: str, model_class: type[ModelMixin]) -> ModelMixin:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` as a `model_class`, in eval mode."""
-    root = download_registered(model_uri)
-    (config,) = (root / "artifacts").glob("*/config.json")
-    return load_pretrained(model_class, config.parent)
+    return load_pretrained(model_class, local_model_folder(model_uri))
 
 
 def load_pretrained(model_class: type[ModelMixin], folder: str | Path) -> ModelMixin:

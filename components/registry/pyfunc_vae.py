@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-from components.diffusion.vae import encode
+from components.diffusion.models.vae import encode
 from components.training.registry import WEIGHTS_ARTIFACT, load_pretrained
 
 

@@ -32,17 +32,17 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.models.unets.unet_motion_model import MotionAdapter, UNetMotionModel
 from torch import Tensor, nn
 
-from components.diffusion.attention import (
+from components.diffusion.models.attention import (
     AttentionInputs,
     AudioStyleAttnProcessor,
     ReferenceAttnProcessor,
     ReferenceNetCrossAttnProcessor,
     spatial_attentions,
 )
-from components.diffusion.audio_projection import AudioProjection
-from components.diffusion.kps_guider import HeadKpsGuider
-from components.diffusion.motion import new_motion_adapter
-from components.diffusion.style_projection import StyleProjection
+from components.diffusion.models.audio_projection import AudioProjection
+from components.diffusion.models.kps_guider import HeadKpsGuider
+from components.diffusion.models.motion import new_motion_adapter
+from components.diffusion.models.style_projection import StyleProjection
 from components.errors import SvpError
 
 
@@ -107,6 +107,11 @@ class Denoiser(ModelMixin, ConfigMixin):
     def max_frames(self) -> int | None:
         motion = self.config.motion_config
         return None if motion is None else motion["motion_max_seq_length"]
+
+    @property
+    def audio_frames(self) -> int:
+        """Frames in each frame's audio window (two Whisper steps per frame)."""
+        return self.config.audio_config["window_steps"] // 2
 
     def encode_reference(self, reference_latents: Tensor) -> dict[str, Tensor]:
         """The ReferenceNet's features (layer name -> (B, L, C)) of (B, C, h, w) latents."""

@@ -1,5 +1,6 @@
 """Does a stage do what it is for? Measured on a fixed batch of the held-out identities, with the
-sampler (Euler, `diffusion.sampling`), landmarks found on the pixels by the project's detector.
+generation pipeline (`TalkingHeadPipeline`, the loop `svp generate` runs, sampling as
+`diffusion.sampling` says), landmarks found on the pixels by the project's detector.
 
 - Stage 1, the head follows the Head-Kps: each test clip's first frame is the reference and the
   target is the frame whose keypoints lie farthest from it; the keypoints found on the generated
@@ -26,42 +27,27 @@ within two standard errors is noise whichever way the check went.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import zip_longest
 
 import numpy as np
-import torch
 
-from components.config import DiffusionConfig
-from components.diffusion.denoiser import Denoiser
-from components.diffusion.frames import Clip, audio_windows, kps_images
-from components.diffusion.metrics import (
+from components.diffusion.frames import Clip, Sample
+from components.evaluation.metrics import (
     FaceLandmarks,
     correlation,
+    frame_metrics,
     kps_error,
     m_lmd,
+    mean_metrics,
     mouth_opening,
     nanmean,
     paired_difference,
-    psnr,
-    ssim,
 )
-from components.diffusion.metrics import f_lmd as full_lmd
-from components.diffusion.sampler import sample
-from components.diffusion.schedule import sampling_scheduler
-from components.diffusion.vae import decode
+from components.evaluation.metrics import f_lmd as full_lmd
+from components.generation.pipeline import GenerationInputs, TalkingHeadPipeline
+from components.generation.style import Style
 
 CLEAR = 2.0  # "clearly below": the gap exceeds this many standard errors over the windows
-
-
-@dataclass(frozen=True)
-class Item:
-    target: int  # clip index
-    start: int
-    reference: int
-    reference_frame: int
-    style: int | None = None
-    other_audio: int | None = None
 
 
 def _farthest_frame(clip: Clip) -> int:
@@ -106,18 +92,18 @@ def alternate_identities(order: list[int], clips: list[Clip]) -> list[int]:
     return [i for row in zip_longest(*by_identity.values()) for i in row if i is not None]
 
 
-def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Item]:
+def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Sample]:
     """The same held-out batch every time: at most `n` items."""
     order = sorted(range(len(clips)), key=lambda i: clips[i].sample_id)
     if stage == 1:
-        return [Item(i, _farthest_frame(clips[i]), i, 0)
+        return [Sample(i, _farthest_frame(clips[i]), i, 0)
                 for i in alternate_identities(order, clips)[:n]]
     if stage == 2:
         items = []
         for i in alternate_identities(order, clips)[:n]:
             start = liveliest_window(clips[i], frames)
-            items.append(Item(i, start, i, 0,
-                              other_audio=other_speech(clips, order, i, start, frames)))
+            items.append(Sample(i, start, i, 0,
+                                other_speech=other_speech(clips, order, i, start, frames)))
         return items
     # stage 3: one emotion after another, each referenced on a neutral frame (or, without a
     # neutral clip of that identity, another emotion's)
@@ -133,60 +119,48 @@ def fixed_items(stage: int, clips: list[Clip], n: int, frames: int) -> list[Item
         reference = [j for j in same if clips[j].emotion == "neutral"] or \
             [j for j in same if clips[j].group != clip.group] or [i]
         group = [j for j in same if clips[j].group == clip.group] or [i]
-        items.append(Item(i, max(0, (len(clip) - frames) // 2), reference[0], 0,
-                          style=group[0]))
+        items.append(Sample(i, max(0, (len(clip) - frames) // 2), reference[0], 0,
+                            style=group[0]))
     return items
 
 
 class Evaluation:
-    """Generates and measures the fixed batch for one stage."""
+    """Generates and measures the fixed batch for one stage, with the generation pipeline."""
 
-    def __init__(self, denoiser: Denoiser, vae, diffusion: DiffusionConfig, clips: list[Clip],
-                 detector: FaceLandmarks, styles: np.ndarray | None = None, seed: int = 0):
-        self.denoiser, self.vae, self.diffusion = denoiser.eval(), vae, diffusion
-        self.clips, self.detector, self.styles, self.seed = clips, detector, styles, seed
+    def __init__(self, pipeline: TalkingHeadPipeline, clips: list[Clip], detector: FaceLandmarks,
+                 styles: np.ndarray | None = None, seed: int = 0):
+        self.pipeline, self.clips, self.detector = pipeline, clips, detector
+        self.styles, self.seed = styles, seed
 
-    def _window(self, item: Item, frames: int) -> np.ndarray:
-        return np.clip(np.arange(item.start, item.start + frames), 0,
-                       len(self.clips[item.target]) - 1)
+    def _window(self, item: Sample, frames: int, clip: int | None = None) -> np.ndarray:
+        clip = item.target if clip is None else clip
+        return np.clip(np.arange(item.start, item.start + frames), 0, len(self.clips[clip]) - 1)
 
-    def generate(self, items: list[Item], frames: int, audio_from: str | None = None,
-                 style_scale: float = 1.0) -> np.ndarray:
-        """(B, F, H, W, 3) uint8. `audio_from`: None (no audio), "own" or "other"."""
-        d = self.diffusion
-        ref = torch.stack([torch.from_numpy(self.clips[i.reference].latents[i.reference_frame]
-                                            .astype(np.float32)) for i in items])
-        kps = torch.from_numpy(np.stack([
-            kps_images(self.clips[i.target].kps[self._window(i, frames)], d.resolution)
-            for i in items]))
+    def _inputs(self, item: Sample, frames: int, audio_from: str | None) -> GenerationInputs:
+        target = self.clips[item.target]
         audio = None
         if audio_from is not None:
-            sources = [self.clips[i.target if audio_from == "own" else i.other_audio]
-                       for i in items]
-            audio = torch.from_numpy(np.stack([
-                audio_windows(s.audio, np.clip(self._window(i, frames), 0, len(s.audio) - 1),
-                              d.audio.window_s) for s, i in zip(sources, items, strict=True)]))
+            source = item.target if audio_from == "own" else item.other_speech
+            audio = self.clips[source].audio[self._window(item, frames, source)]
         style = None
-        if self.styles is not None and items[0].style is not None:
-            generator = torch.Generator().manual_seed(self.seed)
-            mean = torch.from_numpy(np.stack([self.styles[i.style, 0] for i in items]))
-            logvar = torch.from_numpy(np.stack([self.styles[i.style, 1] for i in items]))
-            style = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
-        with torch.no_grad():
-            reference = self.denoiser.encode_reference(ref)
-            latents = sample(self.denoiser, sampling_scheduler(d.noise), reference=reference,
-                             kps=kps, audio=audio, style=style,
-                             shape=(len(items), ref.shape[1], frames, *ref.shape[2:]),
-                             steps=d.sampling.steps, guidance=d.sampling.guidance,
-                             generator=torch.Generator().manual_seed(self.seed),
-                             style_scale=style_scale)
-        flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)
-        return decode(self.vae, flat).reshape(len(items), frames, *decode_shape(d))
+        if self.styles is not None and item.style is not None:
+            prior = self.styles[item.style]
+            style = Style.from_prior(prior[0], prior[1], self.clips[item.style].sample_id
+                                     ).draw(self.seed)
+        return GenerationInputs(self.clips[item.reference].frames(item.reference_frame)[0],
+                                target.kps[self._window(item, frames)], audio, style)
 
-    def real(self, items: list[Item], frames: int) -> np.ndarray:
+    def generate(self, items: list[Sample], frames: int, audio_from: str | None = None,
+                 style_scale: float = 1.0) -> np.ndarray:
+        """(B, F, H, W, 3) uint8. `audio_from`: None (no audio), "own" or "other"."""
+        videos = [self._inputs(i, frames, audio_from) for i in items]
+        return self.pipeline.generate_batch(videos, seed=self.seed, style_scale=style_scale,
+                                            window_batch=1)
+
+    def real(self, items: list[Sample], frames: int) -> np.ndarray:
         return np.stack([self.clips[i.target].frames(self._window(i, frames)) for i in items])
 
-    def reference_frames(self, items: list[Item], frames: int) -> np.ndarray:
+    def reference_frames(self, items: list[Sample], frames: int) -> np.ndarray:
         return np.stack([np.repeat(self.clips[i.reference].frames(i.reference_frame), frames, 0)
                          for i in items])
 
@@ -194,16 +168,11 @@ class Evaluation:
         return self.detector(videos.reshape(-1, *videos.shape[2:]))
 
 
-def decode_shape(d: DiffusionConfig) -> tuple[int, int, int]:
-    return d.resolution, d.resolution, 3
-
-
 def frame_scores(generated: np.ndarray, real: np.ndarray, lm_generated: np.ndarray,
                  lm_real: np.ndarray) -> dict[str, float]:
-    g, r = generated.reshape(-1, *generated.shape[2:]), real.reshape(-1, *real.shape[2:])
-    return {"psnr": float(np.mean(psnr(g, r))), "ssim": float(np.mean(ssim(g, r))),
-            "f_lmd": nanmean(full_lmd(lm_generated, lm_real)),
-            "m_lmd": nanmean(m_lmd(lm_generated, lm_real))}
+    flat = [v.reshape(-1, *v.shape[2:]) for v in (generated, real)]
+    scores = mean_metrics(frame_metrics(*flat, lm_generated, lm_real))
+    return {k: scores[k] for k in ("psnr", "ssim", "f_lmd", "m_lmd")}
 
 
 def evaluate_stage(stage: int, ev: Evaluation, n: int, frames: int) -> tuple[dict, list, list]:
@@ -216,7 +185,7 @@ def evaluate_stage(stage: int, ev: Evaluation, n: int, frames: int) -> tuple[dic
     return _stage3(ev, items, frames)
 
 
-def _stage1(ev: Evaluation, items: list[Item]):
+def _stage1(ev: Evaluation, items: list[Sample]):
     generated, real = ev.generate(items, 1), ev.real(items, 1)
     reference = ev.reference_frames(items, 1)
     conditioning = np.stack([ev.clips[i.target].kps[i.start] for i in items])
@@ -226,13 +195,12 @@ def _stage1(ev: Evaluation, items: list[Item]):
         "kps_error_reference": nanmean(kps_error(lm_ref, conditioning)),
         "kps_error_real_target": nanmean(kps_error(lm_real, conditioning)),
         "faces_found": float(np.isfinite(lm_gen).all(axis=(1, 2)).mean())}
-    metrics["learned"] = {"follows_head_kps":
-                          metrics["kps_error_generated"] < metrics["kps_error_reference"]}
+    metrics["learned"] = {"follows_head_kps": follows_head_kps(metrics)}
     rows = [reference[:, 0], real[:, 0], generated[:, 0]]
     return metrics, rows, ["reference", "target (real)", "generated"]
 
 
-def _stage2(ev: Evaluation, items: list[Item], frames: int):
+def _stage2(ev: Evaluation, items: list[Sample], frames: int):
     own, other = ev.generate(items, frames, "own"), ev.generate(items, frames, "other")
     real, repeated = ev.real(items, frames), ev.reference_frames(items, frames)
     lm_real = ev.landmarks(real)
@@ -253,13 +221,24 @@ def _stage2(ev: Evaluation, items: list[Item], frames: int):
     return metrics, rows, ["real", "own speech", "other speech"]
 
 
+def follows_head_kps(metrics: dict) -> bool:
+    """Stage 1's check: the generated head lies closer to the conditioning Head-Kps than the
+    reference frame's head does."""
+    return bool(metrics["kps_error_generated"] < metrics["kps_error_reference"])
+
+
+def style_moves_expression(metrics: dict) -> bool:
+    """Stage 3's check: F-LMD with the style below F-LMD with the style attention off."""
+    return bool(metrics["f_lmd_style"] < metrics["f_lmd_no_style"])
+
+
 def mouth_follows_audio(metrics: dict) -> bool:
     """Stage 2's check on its metrics (see the module's docstring)."""
     return bool(metrics["m_lmd_own_minus_other"] + CLEAR * metrics["m_lmd_own_minus_other_se"] < 0
                 and metrics["m_lmd_own"] < metrics["m_lmd_repeated"])
 
 
-def _stage3(ev: Evaluation, items: list[Item], frames: int):
+def _stage3(ev: Evaluation, items: list[Sample], frames: int):
     styled = ev.generate(items, frames, "own")
     unstyled = ev.generate(items, frames, "own", style_scale=0.0)
     real = ev.real(items, frames)
@@ -272,8 +251,7 @@ def _stage3(ev: Evaluation, items: list[Item], frames: int):
     gap, se = paired_difference(full_lmd(lm_styled, lm_real), full_lmd(lm_unstyled, lm_real),
                                 frames)
     metrics |= {"f_lmd_style_minus_off": gap, "f_lmd_style_minus_off_se": se}
-    metrics["learned"] = {"style_moves_expression":
-                          metrics["f_lmd_style"] < metrics["f_lmd_no_style"]}
+    metrics["learned"] = {"style_moves_expression": style_moves_expression(metrics)}
     rows = [ev.reference_frames(items, 1)[:, 0], real[:, frames // 2],
             styled[:, frames // 2], unstyled[:, frames // 2]]
     return metrics, rows, ["neutral reference", "target (real)", "with style", "style off"]

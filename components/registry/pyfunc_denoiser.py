@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import torch
 
-from components.diffusion.denoiser import Denoiser
+from components.diffusion.models.denoiser import Denoiser
 from components.training.registry import WEIGHTS_ARTIFACT, load_pretrained
 
 

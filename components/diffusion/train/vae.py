@@ -27,10 +27,16 @@ from torch import nn
 from components.atomic import write_text
 from components.config import DiffusionConfig, TrainVaeConfig
 from components.diffusion.frames import face_crops
-from components.diffusion.metrics import psnr
+from components.diffusion.models.vae import (
+    decode,
+    encode,
+    load_pretrained_vae,
+    new_vae,
+    to_model_images,
+)
 from components.diffusion.plots import image_grid
-from components.diffusion.registry import register_vae
-from components.diffusion.vae import decode, encode, load_pretrained_vae, new_vae, to_model_images
+from components.evaluation.metrics import psnr
+from components.registry.parts import register_vae
 from components.synth.stills import face_crops as procedural_crops
 from components.tracking import StageRun, dvc_out_hash
 from components.training import ray_fit

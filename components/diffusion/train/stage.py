@@ -11,7 +11,6 @@ the weights stay the same.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -22,15 +21,17 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from safetensors.torch import save_file
 
-from components.atomic import write_text
+from components.atomic import atomic_path, write_text
 from components.config import DiffusionConfig, TrainDenoiserConfig
-from components.diffusion.evaluate import Evaluation, evaluate_stage
 from components.diffusion.frames import load_clips
-from components.diffusion.metrics import FaceLandmarks
 from components.diffusion.plots import image_grid
-from components.diffusion.registry import register_denoiser
 from components.diffusion.style_prior import load_style_model, style_priors
-from components.diffusion.train import STYLES, fit
+from components.diffusion.train.fit import STYLES, fit
+from components.evaluation.metrics import FaceLandmarks
+from components.evaluation.stage_checks import Evaluation, evaluate_stage
+from components.generation.assemble import new_pipeline
+from components.media import content_hash
+from components.registry.parts import register_denoiser
 from components.tracking import dvc_out_hash
 from components.training.checkpoint import prepare_checkpoint_dir
 from components.training.registry import load_pretrained, save_pretrained
@@ -43,16 +44,13 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "workers", "use_gpu", "out_dir
 
 
 def _digest(path: str | Path | None) -> str:
-    """A short hash of a file, or of a folder's safetensors and config files."""
+    """A short hash of a file, of a folder's safetensors and config files, or of a name."""
     if path is None:
         return "none"
     path = Path(path)
     files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.json")) \
         if path.is_dir() else [path] if path.is_file() else []
-    digest = hashlib.sha256(str(path).encode() if not files else b"")
-    for file in files:
-        digest.update(file.name.encode() + file.read_bytes())
-    return digest.hexdigest()[:16]
+    return content_hash(*files)[:16] if files else str(path)
 
 
 def prepare_checkpoints(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> None:
@@ -73,8 +71,8 @@ def write_style_priors(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig,
     priors = style_priors(model, cfg.features_dir, [c.sample_id for c in clips],
                           diffusion.style.style_dim)
     if split == "train":
-        save_file({"priors": torch.from_numpy(priors)},
-                  str(Path(cfg.checkpoint_dir) / STYLES))
+        with atomic_path(Path(cfg.checkpoint_dir) / STYLES) as tmp:
+            save_file({"priors": torch.from_numpy(priors)}, str(tmp))
     return priors
 
 
@@ -95,12 +93,12 @@ def train_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> dict
     save_pretrained(denoiser, cfg.out_dir)
 
     features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
-    vae = load_pretrained(AutoencoderKL, cfg.vae_dir)
+    pipeline = new_pipeline(load_pretrained(AutoencoderKL, cfg.vae_dir), denoiser, diffusion)
     styles = write_style_priors(cfg, diffusion, "test") if cfg.stage == 3 else None
-    evaluation = Evaluation(denoiser, vae, diffusion,
-                            load_clips(cfg.latents_dir, cfg.features_dir, "test"),
+    evaluation = Evaluation(pipeline, load_clips(cfg.latents_dir, cfg.features_dir, "test"),
                             FaceLandmarks(features["dlib_predictor"]), styles, cfg.seed)
-    metrics, rows, labels = evaluate_stage(cfg.stage, evaluation, cfg.eval_samples, cfg.frames)
+    metrics, rows, labels = evaluate_stage(cfg.stage, evaluation, cfg.eval_samples,
+                                           cfg.frames(diffusion))
     vae_report = Path(cfg.vae_metrics)
     metrics["vae_reconstruction_psnr"] = json.loads(vae_report.read_text())[
         "reconstruction_psnr"] if vae_report.is_file() else None

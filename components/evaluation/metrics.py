@@ -1,7 +1,8 @@
-"""Frame metrics the paper reports, on uint8 RGB frames (N, H, W, 3): PSNR, SSIM, F-LMD (all 68
-landmarks) and M-LMD (the 20 mouth landmarks), with landmarks found on the pixels by the
-project's detector (dlib's HOG detector and 68-point predictor, as the features stage's `dlib`
-backend), and the Head-Kps error. Distances are in pixels of the frames given.
+"""The per-frame metrics, the project's one module for them (the stage checks and the
+evaluation protocols both read them): PSNR, SSIM, F-LMD (all 68 landmarks) and M-LMD (the 20 mouth
+landmarks) on uint8 RGB frames (N, H, W, 3), with landmarks found on the pixels by the project's
+detector (dlib's HOG detector and 68-point predictor, as the features stage's `dlib` backend),
+the Head-Kps error and the mouth opening. Distances are in pixels of the frames given.
 
 SSIM is scikit-image's `structural_similarity` (7x7 uniform window, RGB channels averaged,
 data range 255); torchmetrics' default (11x11 Gaussian) gives other numbers, so compare SSIMs
@@ -14,6 +15,7 @@ import math
 
 import cv2
 import numpy as np
+from scipy import stats
 from skimage.metrics import structural_similarity
 
 from components.features.head_kps import head_kps
@@ -76,7 +78,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
         return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+    return float(stats.pearsonr(a[ok], b[ok]).statistic)
 
 
 def nanmean(values: np.ndarray) -> float:
@@ -91,4 +93,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, frames: int) -> tuple[float,
     per_window = per_window[np.isfinite(per_window)]
     if len(per_window) < 2:
         return float("nan"), float("nan")
-    return float(per_window.mean()), float(per_window.std(ddof=1) / np.sqrt(len(per_window)))
+    return float(per_window.mean()), float(stats.sem(per_window))
+
+
+def frame_metrics(generated: np.ndarray, real: np.ndarray, lm_generated: np.ndarray,
+                  lm_real: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame, over (N, R, R, 3) frames and their (N, 68, 2) landmarks."""
+    return {"psnr": psnr(generated, real), "ssim": ssim(generated, real),
+            "f_lmd": f_lmd(lm_generated, lm_real), "m_lmd": m_lmd(lm_generated, lm_real),
+            "faces_found": np.isfinite(lm_generated).all(axis=(1, 2)).astype(np.float64)}
+
+
+def mean_metrics(per_frame: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: nanmean(values) for name, values in per_frame.items()}

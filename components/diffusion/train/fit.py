@@ -8,6 +8,7 @@ the min-SNR-weighted MSE between the denoiser's prediction and the schedule's ta
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from components.config import DiffusionConfig, TrainDenoiserConfig
-from components.diffusion.denoiser import Denoiser
 from components.diffusion.frames import load_clips
-from components.diffusion.recipes import batch_of, pick_sample, set_trainable
-from components.diffusion.schedule import snr_weights, training_scheduler, training_target
+from components.diffusion.models.denoiser import Denoiser
+from components.diffusion.models.schedule import snr_weights, training_scheduler, training_target
+from components.diffusion.train.recipes import batch_of, pick_sample, set_trainable
 from components.tracking import StageRun
 from components.training import ray_fit
 from components.training.checkpoint import latest_checkpoint, load_checkpoint
@@ -50,25 +51,27 @@ class DenoisingObjective(nn.Module):
 
 def initial_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> Denoiser:
     """Stage 1: a new denoiser (SD's UNet when pretrained); later stages: the previous one's."""
-    from components.diffusion.build import add_motion_modules, new_denoiser
+    from components.diffusion.models.build import add_motion_modules, new_denoiser
 
     if cfg.stage == 1:
-        return new_denoiser(diffusion)
+        fps = json.loads((Path(cfg.features_dir) / "config.json").read_text())["fps"]
+        return new_denoiser(diffusion, float(fps))
     denoiser = load_pretrained(Denoiser, cfg.init_dir).train()
     if cfg.stage == 2:
         add_motion_modules(denoiser, diffusion)
     return denoiser
 
 
-def learning_rate(cfg: TrainDenoiserConfig, images: bool, motion: bool) -> float:
-    """Single-frame steps train at `lr` and leave the motion modules alone (one frame has no
-    motion to learn); window steps train at `lr` x `window_lr_scale`. In stage 2 the audio
-    layers learn on the single-frame steps (16 clips per batch) and are only refined on the
-    windows: at the full lr, 100 window steps of 2 windows took their learnt effect on the
+def learning_rate(cfg: TrainDenoiserConfig, images: bool) -> float:
+    """Single-frame steps train at `lr`; window steps at `lr` x `window_lr_scale`. In stage 2
+    the audio layers learn on the single-frame steps (16 clips per batch) and are only refined
+    on the windows: at the full lr, 100 window steps of 2 windows took their learnt effect on the
     mouth loss from 15% back to 3% (measured on the training clips)."""
-    if images:
-        return 0.0 if motion else cfg.lr
-    return cfg.lr * cfg.window_lr_scale
+    return cfg.lr if images else cfg.lr * cfg.window_lr_scale
+
+
+def motion_parameters(denoiser: Denoiser) -> list[torch.nn.Parameter]:
+    return [p for n, p in denoiser.named_parameters() if "motion_modules" in n]
 
 
 def train_loop(config: dict) -> None:
@@ -96,11 +99,8 @@ def train_loop(config: dict) -> None:
     params = set_trainable(denoiser, cfg.stage)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
-    motion = {id(p) for n, p in denoiser.named_parameters() if "motion_modules" in n}
-    groups = [{"params": [p for p in params if id(p) not in motion], "motion": False},
-              {"params": [p for p in params if id(p) in motion], "motion": True}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    motion = motion_parameters(denoiser)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     settings = LoopSettings(f"train_stage{cfg.stage}", cfg.steps, cfg.checkpoint_every,
                             cfg.checkpoint_dir, cfg.seed)
     start, history = resume(settings, denoiser, optimizer)
@@ -115,13 +115,14 @@ def train_loop(config: dict) -> None:
     def step(step: int, random) -> dict[str, float]:
         images = step < cfg.image_steps
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, images, group["motion"])
-        frames, size = (1, cfg.image_batch_size) if images else (cfg.frames, cfg.batch_size)
+            group["lr"] = learning_rate(cfg, images)
+        frames, size = (1, cfg.image_batch_size) if images else (cfg.frames(diffusion),
+                                                                 cfg.batch_size)
         picks = [pick_sample(cfg.stage, clips, frames, random.numpy,
                              pools[int(len(pools) > 1 and random.numpy.random()
                                        < cfg.procedural_share)])
                  for _ in range(size)]
-        batch = batch_of(picks, clips, frames, diffusion.resolution, diffusion.audio.window_s,
+        batch = batch_of(picks, clips, frames, diffusion.resolution, denoiser.audio_frames,
                          styles, with_audio=cfg.stage > 1, rng_torch=random.torch)
         latents = batch["latents"].to(device)
         b = len(latents)
@@ -143,8 +144,11 @@ def train_loop(config: dict) -> None:
         loss = (snr_weights(scheduler, timesteps, cfg.snr_gamma) * per_sample).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage {cfg.stage}: non-finite loss at step {step}")
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if images:  # one frame has no motion to learn: no gradient, so AdamW moves neither
+            for param in motion:  # the motion modules nor their moments
+                param.grad = None
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         return {"loss": loss.item()}

@@ -15,9 +15,9 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from components.config import DiffusionConfig
-from components.diffusion.attention import spatial_attentions
-from components.diffusion.denoiser import Denoiser
-from components.diffusion.motion import load_motion_adapter
+from components.diffusion.models.attention import spatial_attentions
+from components.diffusion.models.denoiser import Denoiser
+from components.diffusion.models.motion import load_motion_adapter
 from components.errors import SvpError
 
 
@@ -44,10 +44,11 @@ def motion_config(cfg: DiffusionConfig) -> dict:
             "use_motion_mid_block": cfg.motion.use_mid_block}
 
 
-def new_denoiser(cfg: DiffusionConfig) -> Denoiser:
+def new_denoiser(cfg: DiffusionConfig, fps: float = 25.0) -> Denoiser:
     """A stage-1 denoiser (the image model): random, or with SD's UNet weights when
-    `diffusion.unet.pretrained`."""
-    audio = {"window_steps": 2 * max(1, round(cfg.audio.window_s * 25)),
+    `diffusion.unet.pretrained`. Its audio window is `audio.window_s` at the features' `fps`
+    (two Whisper steps per frame)."""
+    audio = {"window_steps": 2 * max(1, round(cfg.audio.window_s * fps)),
              "vector_dim": cfg.audio.vector_dim, "hidden_dim": cfg.audio.hidden_dim,
              "n_tokens": cfg.audio.n_tokens}
     denoiser = Denoiser(unet_config=unet_config(cfg), motion_config=None,

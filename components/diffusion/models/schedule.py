@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 import torch
 from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from diffusers.training_utils import compute_snr
 
 from components.config import NoiseConfig
 
@@ -38,8 +39,7 @@ def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float 
     step's weight at 1 instead of 0."""
     if gamma is None:
         return torch.ones(len(timesteps), device=timesteps.device)
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas / (1 - alphas).clamp_min(1e-8)
+    snr = compute_snr(scheduler, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         snr = snr + 1
     return torch.minimum(snr, torch.full_like(snr, gamma)) / snr.clamp_min(1e-8)

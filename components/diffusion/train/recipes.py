@@ -15,13 +15,12 @@ its `up_blocks.3` for the same reason) and stay frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from components.diffusion.denoiser import Denoiser
-from components.diffusion.frames import Clip, audio_windows, kps_images
+from components.diffusion.frames import Clip, Sample, audio_windows, kps_images
+from components.diffusion.models.denoiser import Denoiser
+from components.style.extractor import sample_style
 
 
 def _in_spatial_attn2(name: str) -> bool:
@@ -80,19 +79,8 @@ def set_trainable(denoiser: Denoiser, stage: int) -> list[torch.nn.Parameter]:
     return params
 
 
-@dataclass(frozen=True)
-class Pick:
-    """One training or evaluation sample: which frames of which clips."""
-
-    target: int  # clip index
-    start: int  # first target frame
-    reference: int  # clip index of the reference frame
-    reference_frame: int
-    style: int | None  # clip index whose style prior is drawn
-
-
 def pick_sample(stage: int, clips: list[Clip], frames: int, rng: np.random.Generator,
-                targets: list[int] | None = None) -> Pick:
+                targets: list[int] | None = None) -> Sample:
     """A sample whose target clip is drawn from `targets` (default: any clip)."""
     target = int(rng.integers(len(clips))) if targets is None else \
         targets[int(rng.integers(len(targets)))]
@@ -111,11 +99,11 @@ def pick_sample(stage: int, clips: list[Clip], frames: int, rng: np.random.Gener
     if stage == 3:
         group = [i for i, c in enumerate(clips) if c.group == clip.group and i != target]
         style = int(group[rng.integers(len(group))]) if group else target
-    return Pick(target, start, reference, reference_frame, style)
+    return Sample(target, start, reference, reference_frame, style)
 
 
-def batch_of(picks: list[Pick], clips: list[Clip], frames: int, resolution: int,
-             audio_window_s: float, styles: np.ndarray | None, with_audio: bool,
+def batch_of(picks: list[Sample], clips: list[Clip], frames: int, resolution: int,
+             audio_frames: int, styles: np.ndarray | None, with_audio: bool,
              rng_torch: torch.Generator | None = None) -> dict[str, torch.Tensor | None]:
     """Tensors for `Denoiser.forward` (the style drawn from each style clip's prior)."""
     latents, reference, kps, audio, mouths = [], [], [], [], []
@@ -127,13 +115,12 @@ def batch_of(picks: list[Pick], clips: list[Clip], frames: int, resolution: int,
         reference.append(clips[p.reference].latents[p.reference_frame].astype(np.float32))
         kps.append(kps_images(clip.kps[idx], resolution))
         if with_audio:
-            audio.append(audio_windows(clip.audio, idx, audio_window_s))
+            audio.append(audio_windows(clip.audio, idx, audio_frames))
     style = None
     if styles is not None:
         mean = torch.from_numpy(np.stack([styles[p.style, 0] for p in picks]))
         logvar = torch.from_numpy(np.stack([styles[p.style, 1] for p in picks]))
-        noise = torch.randn(mean.shape, generator=rng_torch)
-        style = mean + (0.5 * logvar).exp() * noise
+        style = sample_style(mean, logvar, rng_torch)
     return {"latents": torch.from_numpy(np.stack(latents)).permute(0, 2, 1, 3, 4),
             "reference": torch.from_numpy(np.stack(reference)),
             "kps": torch.from_numpy(np.stack(kps)),
