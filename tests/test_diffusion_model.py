@@ -214,3 +214,24 @@ def test_stage2_other_speech_is_another_sentence_of_the_same_speaker():
     assert (item.target, item.other_speech) == (0, 2)
     assert correlation(speech, 3.0 - speech) == pytest.approx(-1.0)
     assert np.isnan(correlation(speech, np.ones(16)))  # a still mouth has no correlation
+
+
+def test_stages_2_and_3_train_on_the_window_the_generator_samples_with():
+    """One setting, `diffusion.sampling.window`: stage 2 trained 8-frame windows while generation
+    ran 16, so the temporal attention never saw the length it ran at."""
+    from components.config import load_params
+
+    params = load_params()
+    window = params.diffusion.sampling.window
+    assert window == 16
+    assert params.train_stage1.frames(params.diffusion) == 1
+    assert params.train_stage2.frames(params.diffusion) == window
+    assert params.train_stage3.frames(params.diffusion) == window
+
+
+@pytest.mark.parametrize("fps, frames", [(25, 5), (50, 10), (12.5, 2)])
+def test_the_audio_window_follows_the_features_frame_rate(fps, frames):
+    """0.2 s of Whisper states per frame at the features' fps (it was fixed at 25)."""
+    denoiser = new_denoiser(TINY, fps=fps)
+    assert denoiser.audio_frames == frames
+    assert denoiser.config.audio_config["window_steps"] == 2 * frames
