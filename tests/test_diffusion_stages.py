@@ -278,3 +278,30 @@ def test_single_frame_steps_leave_the_motion_modules_and_their_moments_alone(tra
     after = torch.load(trained / "data/denoiser_stage2_checkpoints/step_0000004/optimizer.pt",
                        weights_only=True)["state"]
     assert motion <= set(after)  # the window steps train them
+
+
+def test_style_priors_are_replaced_whole_or_not_at_all(trained, monkeypatch, tmp_path):
+    """A write of stage 3's style priors that dies halfway (a full disk) leaves the previous
+    file as it was and no temp file beside it."""
+    from contextlib import chdir
+    from dataclasses import replace
+
+    import components.diffusion.train.stage as stage
+    from components.config import load_params
+    from components.diffusion.train.fit import STYLES
+
+    with chdir(trained):
+        params = load_params("params.yaml")
+        cfg = replace(params.train_stage3, checkpoint_dir=str(tmp_path))
+        stage.write_style_priors(cfg, params.diffusion, "train")
+        good = (tmp_path / STYLES).read_bytes()
+
+        def dies_halfway(tensors, filename):
+            Path(filename).write_bytes(b"\0" * 100)
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(stage, "save_file", dies_halfway)
+        with pytest.raises(OSError):
+            stage.write_style_priors(cfg, params.diffusion, "train")
+    assert (tmp_path / STYLES).read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == [STYLES]

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from components.config import PromoteConfig
 from components.diffusion.frames import Clip
 from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
+from components.evaluation.rows import case_rows
 from components.media import decode_video, folder_hash
 from components.promotion.rule import decide
 from components.registry.generator import generator_folder
@@ -86,8 +87,31 @@ def test_the_rule_promotes_only_a_clear_overall_gain():
 TINY_RULE = TINY_PROMOTE_COMPARE
 
 
+def assert_a_failed_evaluation_keeps_the_last_report(trained, params, monkeypatch) -> None:
+    import components.evaluation.stage as evaluation_stage
+    from components.config import load_params
+
+    out = trained / "reports/evaluate"
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    made = []
+
+    def dies_on_the_second_case(*args, **kwargs):
+        made.append(args)
+        if len(made) == 2:
+            raise RuntimeError("killed halfway")
+        return case_rows(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation_stage, "case_rows", dies_on_the_second_case)
+    with chdir(trained), pytest.raises(RuntimeError, match="killed halfway"):
+        evaluation_stage.evaluate(load_params(params).evaluate)
+    monkeypatch.undo()
+    assert len(made) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.slow
-def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, prefect_harness):
+def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, prefect_harness,
+                                                                     monkeypatch):
     params = with_params(trained, "evaluation.yaml",
                          lambda p: p["promote"].update(compare=TINY_RULE))
     svp(trained, "assemble", params=params)
@@ -109,6 +133,7 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert all(v.with_suffix(".png").stat().st_size > 1000 for v in videos)  # posters
     assert (out / "rows.csv").read_text().count("\n") == 1 + 2 * len(ROWS)
+    assert_a_failed_evaluation_keeps_the_last_report(trained, params, monkeypatch)
 
     dry = svp(trained, "promote", "--dry-run", params=params)
     assert "dry run: would become champion: no champion yet" in dry.stdout

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -59,6 +60,7 @@ from components.evaluation.protocols import (
 from components.evaluation.report import side_by_side, write_report
 from components.evaluation.rows import case_rows, real_frames
 from components.generation.assemble import load_generator
+from components.generation.pipeline import TalkingHeadPipeline
 from components.generation.style import Style
 from components.generation.video_out import write_mp4
 from components.media import folder_hash
@@ -175,31 +177,14 @@ def _json_safe(value):
     return value
 
 
-def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
-    """Measure the generator folder `cfg.generator` (`log_run` False: no MLflow run, as a dry
-    run's re-measurement of the champion)."""
-    started = time.time()
-    features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
-    fps = float(features["fps"])
-    clips = load_clips(cfg.latents_dir, cfg.features_dir, "test")
-    cases = {"reconstruction": reconstruction_cases(clips, cfg.reconstruction_clips, cfg.frames),
-             "style_transfer": style_transfer_cases(clips, cfg.style_transfer_clips, cfg.frames,
-                                                    _levels(cfg.latents_dir))}
-    if not cases["style_transfer"]:
-        raise SvpError(f"{cfg.latents_dir}: no style-transfer case (the test split needs an "
-                       "emotional clip of an identity that also has a neutral clip)")
-    pipeline = load_generator(cfg.generator)
-    priors = style_priors(pipeline.style_extractor, cfg.features_dir,
-                          [c.sample_id for c in clips],
-                          pipeline.denoiser.config.style_config["style_dim"])
-    measure = Measure(cfg, FaceLandmarks(features["dlib_predictor"]))
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    videos_dir = out / f".videos.tmp{os.getpid()}"  # replaces videos/ only when all is done:
-    shutil.rmtree(videos_dir, ignore_errors=True)  # a failed run keeps the last report
+def _generate_and_measure(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Clip],
+                          cases: dict[str, list[Sample]], priors: np.ndarray,
+                          measure: Measure, fps: float, videos_dir: Path
+                          ) -> tuple[dict, dict, list[dict]]:
+    """Every row of every case, generated and measured; the first `report_videos` cases of a
+    protocol also as side-by-side videos in `videos_dir`."""
     videos_dir.mkdir()
     sources = read_index(cfg.features_dir).set_index("sample_id")["video_path"]
-
     results: dict = {}
     per_frame: dict = {}
     videos: list[dict] = []
@@ -236,7 +221,11 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
                                                  real_features, generated[row], real_videos)
             results[protocol][row], per_frame[protocol][row] = summary, frame_values
     list(done)
+    return results, per_frame, videos
 
+
+def _metrics(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Clip],
+             cases: dict[str, list[Sample]], results: dict, per_frame: dict) -> dict:
     metrics = {**results,
                "style_transfer_by_emotion": _by_emotion(clips, cases["style_transfer"],
                                                         per_frame["style_transfer"], cfg.frames),
@@ -249,9 +238,39 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
                "evaluation_set": evaluation_set(clips, cases, cfg),
                "generator": {"folder": cfg.generator, "digest": folder_hash(cfg.generator),
                              "parts": pipeline.config.parts}}
-    metrics = _json_safe(metrics)
-    shutil.rmtree(out / "videos", ignore_errors=True)
-    os.replace(videos_dir, out / "videos")
+    return _json_safe(metrics)
+
+
+def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
+    """Measure the generator folder `cfg.generator` (`log_run` False: no MLflow run, as a dry
+    run's re-measurement of the champion)."""
+    started = time.time()
+    features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
+    fps = float(features["fps"])
+    clips = load_clips(cfg.latents_dir, cfg.features_dir, "test")
+    cases = {"reconstruction": reconstruction_cases(clips, cfg.reconstruction_clips, cfg.frames),
+             "style_transfer": style_transfer_cases(clips, cfg.style_transfer_clips, cfg.frames,
+                                                    _levels(cfg.latents_dir))}
+    if not cases["style_transfer"]:
+        raise SvpError(f"{cfg.latents_dir}: no style-transfer case (the test split needs an "
+                       "emotional clip of an identity that also has a neutral clip)")
+    pipeline = load_generator(cfg.generator)
+    priors = style_priors(pipeline.style_extractor, cfg.features_dir,
+                          [c.sample_id for c in clips],
+                          pipeline.denoiser.config.style_config["style_dim"])
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # the videos are made in a staging folder that replaces videos/ only when all is done:
+    # a failed run keeps the last report whole
+    with tempfile.TemporaryDirectory(dir=out, prefix=".videos.") as staging:
+        videos_dir = Path(staging) / "videos"
+        results, per_frame, videos = _generate_and_measure(
+            cfg, pipeline, clips, cases, priors, Measure(cfg, FaceLandmarks(
+                features["dlib_predictor"])), fps, videos_dir)
+        metrics = _metrics(cfg, pipeline, clips, cases, results, per_frame)
+        shutil.rmtree(out / "videos", ignore_errors=True)
+        os.replace(videos_dir, out / "videos")
+
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(out / "rows.csv", _rows_csv(results))
     write_report(out / "report.html", metrics, videos)
