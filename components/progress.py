@@ -42,5 +42,9 @@ def pool_map(fn: Callable[..., T], items: list, *args, workers: int, desc: str, 
                       ProcessPoolExecutor(max_workers=workers, initializer=initializer))
     with pool:
         futures = [pool.submit(fn, item, *args) for item in items]
-        for future in progress(as_completed(futures), len(futures), desc, unit):
-            yield future.result()
+        try:
+            for future in progress(as_completed(futures), len(futures), desc, unit):
+                yield future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # one failure: start no more items
+            raise

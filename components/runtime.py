@@ -20,6 +20,12 @@ OFFLINE_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     # The temporary local Prefect API needs 12-15 s to start on 2 cores; 20 s is too tight.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # A tracking server that comes back within ~15 s is waited for (1 + 2 + 4 + 8 s of
+    # backoff); one that does not fails the stage then, not after MLflow's default 7 retries
+    # (over 4 minutes). `components.services` says which server it was.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 STATE_DIR = ".svp"

@@ -57,8 +57,10 @@ class StageRun:
 
         try:
             return self.client().get_run(self.run_id).info.lifecycle_stage == "active"
-        except MlflowException:
-            return False
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise  # a server that does not answer is not a missing run: no duplicate run
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.log_metric_series([(k, float(v), step or 0) for k, v in metrics.items()])

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from components.config import load_params
-from components.errors import BAD_INPUT_EXIT_CODE, SvpError
+from components.disk import disk_full_from, is_disk_full
+from components.errors import BAD_INPUT_EXIT_CODE, SERVICE_EXIT_CODE, SvpError
 from components.runtime import apply_offline_defaults
+from components.services import ServiceUnavailable, check_services, lost_service
 
 app = typer.Typer(help="SVP: style-controllable talking-head generation and its pipeline.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,7 +35,29 @@ app.add_typer(style_app, name="style")
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
 
 
+def needs(*services: str) -> Callable:
+    """The services a command talks to (`components.services`): each one a variable names is
+    checked before the command starts, and again if it crashes, to say which one was lost."""
+    def wrap(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def checked(*args, **kwargs):
+            check_services(services)
+            try:
+                return command(*args, **kwargs)
+            except SvpError:
+                raise
+            except Exception as err:
+                if is_disk_full(err):
+                    raise
+                if (lost := lost_service(services)) is not None:
+                    raise lost from err
+                raise
+        return checked
+    return wrap
+
+
 @data_app.command("synth")
+@needs("mlflow")
 def synth(params: ParamsOption = Path("params.yaml"),
           out: Annotated[Path | None, typer.Option(help="Override synth.out_dir.")] = None):
     """Generate the procedural MEAD-shaped talking-head dataset."""
@@ -42,6 +68,7 @@ def synth(params: ParamsOption = Path("params.yaml"),
 
 
 @data_app.command("ingest")
+@needs("mlflow")
 def ingest(params: ParamsOption = Path("params.yaml"),
            source: Annotated[Path | None, typer.Option(help="Override ingest.source.")] = None,
            manifest: Annotated[Path | None, typer.Option(help="Override ingest.manifest.")] = None):
@@ -54,6 +81,7 @@ def ingest(params: ParamsOption = Path("params.yaml"),
 
 
 @data_app.command("validate")
+@needs("mlflow")
 def validate(params: ParamsOption = Path("params.yaml"),
              manifest: Annotated[Path | None, typer.Option(help="Override the manifest.")] = None):
     """Check the manifest with Great Expectations; quarantine failing samples with a reason."""
@@ -66,6 +94,7 @@ def validate(params: ParamsOption = Path("params.yaml"),
 
 
 @data_app.command("features")
+@needs("mlflow", "ray")
 def features(params: ParamsOption = Path("params.yaml")):
     """Extract per-clip features (crops, landmarks, Head-Kps, expression, Whisper) to Parquet."""
     from components.features.stage import features_stage
@@ -77,6 +106,7 @@ def features(params: ParamsOption = Path("params.yaml")):
 
 
 @train_app.command("style")
+@needs("mlflow", "ray")
 def train_style(params: ParamsOption = Path("params.yaml")):
     """Train the style extractor (Ray Train), evaluate it, register it in MLflow."""
     from components.style.stage import train_style as run_training
@@ -89,6 +119,7 @@ def train_style(params: ParamsOption = Path("params.yaml")):
 
 
 @data_app.command("latents")
+@needs("mlflow")
 def latents(params: ParamsOption = Path("params.yaml")):
     """Cut every clip in the generator's crop and encode its frames with the VAE, once."""
     from components.diffusion.latents import build_latents
@@ -100,6 +131,7 @@ def latents(params: ParamsOption = Path("params.yaml")):
 
 
 @train_app.command("vae")
+@needs("mlflow", "ray")
 def train_vae(params: ParamsOption = Path("params.yaml")):
     """Train the embedded VAE (or adopt diffusion.vae.pretrained), measure it, register it."""
     from components.diffusion.train.vae import train_vae as run_training
@@ -116,6 +148,7 @@ def _report_stage(result: dict) -> None:
 
 
 @train_app.command("stage1")
+@needs("mlflow", "ray")
 def train_stage1(params: ParamsOption = Path("params.yaml")):
     """Stage 1: single frames; UNet, ReferenceNet and Head-Kps guider train."""
     from components.diffusion.train.stage import train_denoiser
@@ -125,6 +158,7 @@ def train_stage1(params: ParamsOption = Path("params.yaml")):
 
 
 @train_app.command("stage2")
+@needs("mlflow", "ray")
 def train_stage2(params: ParamsOption = Path("params.yaml")):
     """Stage 2: 8-frame windows; motion modules and audio layers train, the rest frozen."""
     from components.diffusion.train.stage import train_denoiser
@@ -134,6 +168,7 @@ def train_stage2(params: ParamsOption = Path("params.yaml")):
 
 
 @train_app.command("stage3")
+@needs("mlflow", "ray")
 def train_stage3(params: ParamsOption = Path("params.yaml")):
     """Stage 3: cross-emotion windows; only the style attention and projection train."""
     from components.diffusion.train.stage import train_denoiser
@@ -148,6 +183,7 @@ GeneratorOption = Annotated[str | None, typer.Option(
 
 
 @app.command("assemble")
+@needs("mlflow")
 def assemble_command(
     denoiser: Annotated[str | None, typer.Option(help="Override generator.denoiser.")] = None,
     vae: Annotated[str | None, typer.Option(help="Override generator.vae.")] = None,
@@ -172,6 +208,7 @@ def assemble_command(
 
 
 @app.command("evaluate")
+@needs("mlflow")
 def evaluate(params: ParamsOption = Path("params.yaml")):
     """The paper's evaluation on the held-out identities: both protocols, every row, FID, FVD,
     PSNR, SSIM, F-LMD, M-LMD; metrics, report and videos under evaluate.out_dir."""
@@ -225,13 +262,17 @@ def generate(
                       style_mix, style_mean, pose_video and str(pose_video), seed, steps,
                       guidance)
     request.check()  # before any model is loaded
-    made = generate_video(load_generator(model or loaded.generate.model), request,
+    source = model or loaded.generate.model
+    if source.startswith("models:/"):
+        check_services(("mlflow",))
+    made = generate_video(load_generator(source), request,
                           loaded.generate)
     typer.echo(f"wrote {made['out']}: {made['frames']} frames, {made['seconds']:.2f} s "
                f"({made['sampling']})")
 
 
 @app.command("promote")
+@needs("mlflow")
 def promote_command(
     dry_run: Annotated[bool, typer.Option(
         help="Print the decision; register nothing, move no alias, write no file.")] = False,
@@ -254,6 +295,7 @@ def promote_command(
 
 
 @app.command("register-generator")
+@needs("mlflow")
 def register_generator_command(
     folder: Annotated[Path | None, typer.Argument(
         help="A generator folder (default: generator.out_dir).")] = None,
@@ -276,7 +318,10 @@ def style_extract(
     """The intrinsic style prior (mean and variance) of a video, to a file for --style."""
     from components.generation.extract_style import extract_style
 
-    style = extract_style(model or load_params(params).generate.model, str(video), str(out))
+    source = model or load_params(params).generate.model
+    if source.startswith("models:/"):
+        check_services(("mlflow",))
+    style = extract_style(source, str(video), str(out))
     typer.echo(f"wrote {out}: a {len(style.mean)}-wide style prior of {video.name}")
 
 
@@ -289,6 +334,7 @@ def stages():
 
 
 @pipeline_app.command("run")
+@needs("prefect", "mlflow", "ray")
 def run(stage: Annotated[list[str] | None, typer.Option(help="Run only these stages.")] = None,
         force: Annotated[bool, typer.Option(help="Rerun stages even if unchanged.")] = False):
     """Run dvc.yaml's stages in DVC's order as a Prefect flow (one task per stage)."""
@@ -303,6 +349,7 @@ def run(stage: Annotated[list[str] | None, typer.Option(help="Run only these sta
 
 
 @pipeline_app.command("serve")
+@needs("prefect")
 def serve(cron: Annotated[str, typer.Option(help="Cron schedule, e.g. '0 3 * * *'.")],
           name: Annotated[str, typer.Option(help="Deployment name.")] = "svp-scheduled"):
     """Serve a deployment of the pipeline flow that runs on a cron schedule (blocks)."""
@@ -322,8 +369,16 @@ def main() -> None:
     ours.setLevel(logging.INFO)
     try:
         app()
+    except ServiceUnavailable as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(SERVICE_EXIT_CODE)
     except SvpError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(BAD_INPUT_EXIT_CODE)
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        typer.echo(f"error: {disk_full_from(err)}", err=True)
         sys.exit(BAD_INPUT_EXIT_CODE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import scipy.io.wavfile
 import torch
 import yaml
 
@@ -210,12 +212,18 @@ def media(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
     speech, rate = decode_audio(identity / "audio/sad/level_3/001.wav")
     long = root / "long.wav"
     write_wav(long, np.tile(speech, int(25 * rate / len(speech)) + 1), rate)
+    not_finite = root / "not_finite.wav"  # a float WAV: NaN and infinity survive decoding
+    samples = speech.astype(np.float32)
+    samples[1000:1100], samples[2000] = np.nan, np.inf
+    scipy.io.wavfile.write(not_finite, rate, samples)
+    tiny = root / "tiny.png"  # the face fits, the image is below the 32-pixel crop
+    cv2.imwrite(str(tiny), cv2.resize(frames[0], (16, 16), interpolation=cv2.INTER_AREA))
     faceless = root / "faceless.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=128x128:r=25:d=1", "-f", "lavfi", "-i",
            "sine=f=300:d=1", "-shortest", "-pix_fmt", "yuv420p", str(faceless))
     return {"portrait": portrait, "blank": blank, "speech": identity / "audio/sad/level_3/001.wav",
             "style_video": video, "silent": silent, "empty": empty, "corrupt": corrupt,
-            "long": long, "faceless": faceless}
+            "long": long, "faceless": faceless, "not_finite": not_finite, "tiny": tiny}
 
 
 def test_retargeting_moves_the_portrait_as_the_pose_video_moves():
@@ -253,6 +261,9 @@ def test_generate_writes_a_playable_mp4_as_long_as_the_speech(tiny_generator, me
     ({"image": "blank"}, "blank.png: no face found in the image"),
     ({"audio": "corrupt"}, "corrupt.mp3: cannot decode audio"),
     ({"audio": "silent"}, "silent.wav: the audio is silent"),
+    ({"audio": "not_finite"}, "not_finite.wav: the audio has 101 NaN or infinite samples"),
+    ({"image": "tiny"}, "tiny.png: the image is 16x16 pixels, smaller than the generator's "
+                        "32x32 face crop"),
     ({"audio": "empty"}, "empty.wav: "),
     ({"audio": "long"}, "long.wav: 2\\d\\.\\d s of audio is over the maximum of 20 s"),
     ({"style_videos": ("faceless",)}, "faceless.mp4: no face found in the style video"),
@@ -443,23 +454,58 @@ def test_style_noise_and_latent_noise_are_different_streams():
     assert len(draws) == 1600
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"steps": 0}, "steps must be a whole number of at least 1, got 0"),
-    ({"steps": -3}, "steps must be a whole number of at least 1, got -3"),
-    ({"guidance": float("nan")}, "guidance must be a finite number of at least 0, got nan"),
-    ({"guidance": -1.0}, "guidance must be a finite number of at least 0"),
-    ({"seed": -1}, r"seed must be a whole number in \[0, "),
-    ({"style_mix": 1.5}, r"--style-mix must lie in \[0, 1\], got 1.5"),
-    ({"out": "FOLDER"}, "is a folder; --out names the mp4 file to write"),
-    ({"out": "nowhere/out.mp4"}, "no such folder to write out.mp4 in"),
-    ({"out": "out.avi"}, "the output is an H.264 mp4; name it \\*.mp4"),
-])
-def test_nonsense_settings_are_refused_before_anything_is_loaded(tmp_path, change, message):
-    fields = {"image": "p.png", "audio": "s.wav", "out": str(tmp_path / "out.mp4")} | change
-    if fields["out"] == "FOLDER":
-        fields["out"] = str(tmp_path)
-    elif not Path(fields["out"]).is_absolute():
-        fields["out"] = str(tmp_path / fields["out"])
-    with pytest.raises(SvpError, match=message):
-        Request(**fields).check()
+HOSTILE_SETTINGS = [
+    (["--steps", "0"], "steps must be a whole number of at least 1, got 0"),
+    (["--steps", "-3"], "steps must be a whole number of at least 1, got -3"),
+    (["--guidance", "nan"], "guidance must be a finite number of at least 0, got nan"),
+    (["--guidance", "inf"], "guidance must be a finite number of at least 0, got inf"),
+    (["--guidance", "-1"], "guidance must be a finite number of at least 0"),
+    (["--seed", "-1"], r"seed must be a whole number in \[0, "),
+    (["--seed", str(2**63)], r"seed must be a whole number in \[0, "),
+    (["--style", "a.npz", "--style", "b.npz", "--style-mix", "1.5"],
+     r"--style-mix must lie in \[0, 1\], got 1.5"),
+    (["--style", "a.npz", "--style", "b.npz", "--style-mix", "nan"],
+     r"--style-mix must lie in \[0, 1\], got nan"),
+    (["--style", "a.npz", "--style", "b.npz"], "two styles need --style-mix"),
+    (["--style", "a.npz", "--style-mix", "0.5"], "--style-mix needs two styles"),
+    (["--style", "a.npz", "--style", "b.npz", "--style", "a.npz", "--style-mix", "0.5"],
+     "at most two styles"),
+    (["--style", "missing.npz"], "missing.npz: style file not found"),
+    (["--style-video", "missing.mp4"], "missing.mp4: style video not found"),
+    (["--pose-video", "missing.mp4"], "missing.mp4: pose video not found"),
+    (["--image", "missing.png"], "missing.png: image not found"),
+    (["--audio", "missing.wav"], "missing.wav: audio not found"),
+    (["--out", "FOLDER"], "is a folder; --out names the mp4 file to write"),
+    (["--out", "nowhere/out.mp4"], "no such folder to write out.mp4 in"),
+    (["--out", "out.avi"], "the output is an H.264 mp4; name it \\*.mp4"),
+    pytest.param(["--out", "read-only/out.mp4"], "read-only: this folder cannot be written to",
+                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
+]
+
+
+@pytest.mark.parametrize("options, message", HOSTILE_SETTINGS)
+def test_hostile_settings_are_refused_before_any_model_is_loaded(tmp_path, monkeypatch, options,
+                                                                 message):
+    """`svp generate` as the command line runs it; loading a model would fail the test."""
+    from typer.testing import CliRunner
+
+    import components.generation.assemble as assemble
+    from flows.cli import app
+
+    def no_loading(source):
+        raise AssertionError(f"a model was loaded before refusing: {source}")
+
+    monkeypatch.setattr(assemble, "load_generator", no_loading)
+    monkeypatch.chdir(tmp_path)
+    for name in ("p.png", "s.wav", "a.npz", "b.npz"):
+        Path(name).write_bytes(b"x")
+    Path("read-only").mkdir(mode=0o555)
+    options = [str(tmp_path) if o == "FOLDER" else o for o in options]
+    defaults = {"--image": "p.png", "--audio": "s.wav", "--out": "out.mp4",
+                "--model": "nowhere", "--params": str(Path(__file__).parents[1] / "params.yaml")}
+    args = [*options, *(x for k, v in defaults.items() if k not in options for x in (k, v))]
+    run = CliRunner().invoke(app, ["generate", *args])
+    assert isinstance(run.exception, SvpError), run.output
+    assert re.search(message, str(run.exception)) and "\n" not in str(run.exception)
+    assert not Path("out.mp4").exists()
     Request("p.png", "s.wav", str(tmp_path / "out.mp4"), guidance=0.0).check()  # 0 is allowed

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from components.atomic import keep_only_if_made_by, write_parquet, write_text
 from components.config import FeaturesConfig
+from components.disk import disk_full, folder_bytes, is_disk_full
 from components.errors import SvpError
 from components.expectations import Rule, run_suite
 from components.features.expression import (
@@ -91,6 +92,16 @@ def _reset_if_inputs_changed(out: Path, cfg: FeaturesConfig) -> None:
         log.info("features params or code changed; cleared %s", out)
 
 
+def _features_disk_full(out: Path, rows: list[dict]) -> SvpError:
+    """The one line for a full disk, with the space the clips left will take (at the mean size of
+    those written so far)."""
+    written = folder_bytes(out / "clips", "*.parquet")
+    left = sum(current_result(out, r) is None for r in rows)
+    needed = round(left * sum(written) / len(written)) if written else None
+    return disk_full(out, needed, f"{len(rows) - left} of {len(rows)} clips are done and are "
+                                  "kept; a rerun extracts the rest")
+
+
 def extract_all(cfg: FeaturesConfig, rows: list[dict]) -> list[dict]:
     out = absolute(cfg.out_dir)
     rows = [with_absolute_media(r) for r in rows]  # workers may run anywhere, in any folder
@@ -102,8 +113,13 @@ def extract_all(cfg: FeaturesConfig, rows: list[dict]) -> list[dict]:
     else:
         results = pool_map(extract_clip, todo, cfg, str(out), workers=cfg.workers,
                            desc="features", unit="clips", initializer=_init_worker)
-    for _ in results:
-        pass
+    try:
+        for _ in results:
+            pass
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        raise _features_disk_full(out, rows) from None
     # every clip's status, from disk, whoever processed it and whenever
     return [extract_clip(row, cfg, str(out)) for row in rows]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +53,26 @@ class Request:
         if self.style_mix is not None and not (math.isfinite(self.style_mix)
                                                and 0 <= self.style_mix <= 1):
             raise SvpError(f"--style-mix must lie in [0, 1], got {self.style_mix}")
+        n_styles = len(self.style_videos) + len(self.style_files)
+        if n_styles > 2:
+            raise SvpError(f"at most two styles (to mix with --style-mix), got {n_styles}")
+        if n_styles == 2 and self.style_mix is None:
+            raise SvpError("two styles need --style-mix (0: the first, 1: the second)")
+        if n_styles < 2 and self.style_mix is not None:
+            raise SvpError("--style-mix needs two styles")
+        for path, what in [(self.image, "image"), (self.audio, "audio"),
+                           *((v, "style video") for v in self.style_videos),
+                           *((f, "style file") for f in self.style_files),
+                           *([(self.pose_video, "pose video")] if self.pose_video else [])]:
+            if not Path(path).is_file():
+                raise SvpError(f"{path}: {what} not found")
         out = Path(self.out)
         if out.is_dir():
             raise SvpError(f"{out}: is a folder; --out names the mp4 file to write")
         if not out.parent.is_dir():
             raise SvpError(f"{out.parent}: no such folder to write {out.name} in")
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise SvpError(f"{out.parent}: this folder cannot be written to")
         if out.suffix.lower() != ".mp4":
             raise SvpError(f"{out}: the output is an H.264 mp4; name it *.mp4")
 
@@ -67,14 +83,8 @@ def choose_style(request: Request, pipeline: TalkingHeadPipeline,
     styles = [style_from_video(v, pipeline.style_extractor, pipeline.input_settings.basis,
                                detector, s.fps, s.whisper_checkpoint, s.min_audio_dbfs)
               for v in request.style_videos] + [load_style(p) for p in request.style_files]
-    if len(styles) > 2:
-        raise SvpError("at most two styles (to mix with --style-mix)")
-    if len(styles) == 2:
-        if request.style_mix is None:
-            raise SvpError("two styles need --style-mix (0: the first, 1: the second)")
+    if len(styles) == 2:  # the counts and the mix were checked by `Request.check`
         return mix(styles[0], styles[1], request.style_mix)
-    if request.style_mix is not None:
-        raise SvpError("--style-mix needs two styles")
     return styles[0] if styles else None
 
 

@@ -72,6 +72,9 @@ def read_portrait(path: str | Path, detector: DlibLandmarks, crop_scale: float,
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise SvpError(f"{path}: not an image OpenCV can read")
+    if min(image.shape[:2]) < resolution:
+        raise SvpError(f"{path}: the image is {image.shape[1]}x{image.shape[0]} pixels, smaller "
+                       f"than the generator's {resolution}x{resolution} face crop")
     image = np.ascontiguousarray(image[..., ::-1])
     landmarks, faces = face_landmarks(image[None], detector)
     if faces == 0 or np.isnan(landmarks).any():
@@ -93,6 +96,9 @@ def read_speech(path: str | Path, fps: float, whisper_checkpoint: str | None,
         raise SvpError(f"{path}: cannot decode audio ({' '.join(str(err).split())[:120]})"
                        ) from None
     seconds = len(samples) / whisper_features.SAMPLE_RATE
+    if not np.isfinite(samples).all():
+        raise SvpError(f"{path}: the audio has {np.count_nonzero(~np.isfinite(samples))} NaN or "
+                       "infinite samples")
     if len(samples) < whisper_features.SAMPLE_RATE // fps:
         raise SvpError(f"{path}: the audio is empty ({seconds:.2f} s)")
     if seconds > max_seconds:

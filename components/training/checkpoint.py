@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from components.atomic import keep_only_if_made_by
+from components.disk import disk_full, folder_bytes, free_bytes, is_disk_full
 
 STEP_GLOB = "step_*"
 
@@ -39,17 +40,34 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module,
     final = step_folder(root, step)
     tmp = root / f".tmp_{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(
-        {**(extra or {}), "step": step, "world_size": world_size}))
+    try:
+        tmp.mkdir(parents=True)
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(
+            {**(extra or {}), "step": step, "world_size": world_size}))
+    except Exception as err:  # torch.save says only "unexpected pos" when the disk is full
+        shutil.rmtree(tmp, ignore_errors=True)
+        needed = _checkpoint_bytes(root, model)
+        if not (is_disk_full(err) or free_bytes(root) < needed):
+            raise
+        raise disk_full(root, needed,
+                        f"training resumes from {latest_checkpoint(root) or 'the start'}") \
+            from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(root.glob(STEP_GLOB))[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+def _checkpoint_bytes(root: Path, model: torch.nn.Module) -> int:
+    """The size of one checkpoint: the last complete one, or the weights and AdamW's two
+    moments."""
+    if (last := latest_checkpoint(root)) is not None:
+        return sum(folder_bytes(last))
+    return 3 * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module,

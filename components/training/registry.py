@@ -42,15 +42,20 @@ def save_pretrained(model: ModelMixin, folder: str | Path) -> Path:
 def register_model(run: StageRun, model_dir: str | Path, name: str, code: str | Path,
                    signature, pip_requirements: list[str]) -> str:
     """Log `model_dir` under `run` as a models-from-code pyfunc and register it as `name`;
-    returns the new version."""
+    returns the version. A run registers one version per name: a rerun of a stage whose run
+    already registered (a retry after a lost server) gets that version back, not a second."""
     import mlflow
 
-    with run.active():
-        info = mlflow.pyfunc.log_model(
-            name=name.replace("-", "_"), python_model=str(code),
-            artifacts={WEIGHTS_ARTIFACT: str(model_dir)}, signature=signature,
-            registered_model_name=name, pip_requirements=pip_requirements)
-    version = str(info.registered_model_version)
+    earlier = run.client().search_model_versions(f"name='{name}' and run_id='{run.run_id}'")
+    if earlier:
+        version = str(min(int(v.version) for v in earlier))
+    else:
+        with run.active():
+            info = mlflow.pyfunc.log_model(
+                name=name.replace("-", "_"), python_model=str(code),
+                artifacts={WEIGHTS_ARTIFACT: str(model_dir)}, signature=signature,
+                registered_model_name=name, pip_requirements=pip_requirements)
+        version = str(info.registered_model_version)
     digest = weights_digest(model_dir)
     if digest:
         run.client().set_model_version_tag(name, version, WEIGHTS_TAG, digest)
