@@ -410,6 +410,19 @@ class GenerateConfig:
 
 
 @dataclass(config=STRICT)
+class DemoConfig:
+    """`svp demo`: the web page (the generator is `generate.model` unless --model says)."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 to serve other machines
+    port: int = Field(7860, ge=1, le=65535)
+    max_upload_mb: float = Field(50.0, gt=0)  # per file; larger uploads are refused
+    max_audio_s: float = Field(30.0, gt=0)  # longer speech is refused (the page waits for it)
+    queue_size: int = Field(16, ge=1)  # visitors waiting; one generation runs at a time
+    keep_results_s: int = Field(900, ge=60)  # generated videos are deleted after this long
+    report: str = "reports/evaluate/report.html"  # linked from the model panel when present
+
+
+@dataclass(config=STRICT)
 class EvaluateConfig:
     """`svp evaluate`: the paper's protocols on the held-out identities."""
 
@@ -475,6 +488,7 @@ class Params:
         report_dir="reports/stage3", batch_size=1, model_name="svp-denoiser-stage3"))
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -18,6 +18,7 @@ OFFLINE_DEFAULTS = {
     "DVC_NO_ANALYTICS": "1",
     "HF_HUB_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
+    "GRADIO_ANALYTICS_ENABLED": "False",
     # The temporary local Prefect API needs 12-15 s to start on 2 cores; 20 s is too tight.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # A tracking server that comes back within ~15 s is waited for (1 + 2 + 4 + 8 s of

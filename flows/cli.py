@@ -235,8 +235,12 @@ def generate(
         help="A style reference video (give two to mix).")] = None,
     style: Annotated[list[Path] | None, typer.Option(
         help="A style file from `svp style extract` (give two to mix).")] = None,
+    style_preset: Annotated[list[str] | None, typer.Option(
+        help="One of the generator's style presets (an emotion of its training data; give two "
+        "to mix).")] = None,
     style_mix: Annotated[float | None, typer.Option(
-        help="With two styles: 0 is the first (videos before files), 1 the second.")] = None,
+        help="With two styles: 0 is the first (videos, then files, then presets), 1 the "
+        "second.")] = None,
     style_mean: Annotated[bool, typer.Option(
         help="The style prior's mean instead of a draw from it.")] = False,
     pose_video: Annotated[Path | None, typer.Option(
@@ -259,8 +263,8 @@ def generate(
     loaded = load_params(params)
     request = Request(str(image), str(audio), str(out),
                       tuple(map(str, style_video or ())), tuple(map(str, style or ())),
-                      style_mix, style_mean, pose_video and str(pose_video), seed, steps,
-                      guidance)
+                      tuple(style_preset or ()), style_mix, style_mean,
+                      pose_video and str(pose_video), seed, steps, guidance)
     request.check()  # before any model is loaded
     source = model or loaded.generate.model
     if source.startswith("models:/"):
@@ -307,6 +311,28 @@ def register_generator_command(
     version = register_generator(folder or load_params(params).generator.out_dir)
     typer.echo(f"svp-generator v{version}; serve it with: mlflow models serve -m "
                f"models:/svp-generator/{version} --env-manager local -p 5001")
+
+
+@app.command("demo")
+def demo_command(
+    model: GeneratorOption = None,
+    host: Annotated[str | None, typer.Option(help="Override demo.host (0.0.0.0: other "
+                                             "machines).")] = None,
+    port: Annotated[int | None, typer.Option(help="Override demo.port.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """A web page to make talking-head videos with a generator (the champion by default)."""
+    from components.demo.app import Demo, launch
+    from components.generation.assemble import load_generator
+
+    loaded = load_params(params)
+    source = model or loaded.generate.model
+    if source.startswith("models:/"):
+        check_services(("mlflow",))
+    cfg = loaded.demo
+    demo = Demo(load_generator(source), source, cfg, loaded.generate)
+    typer.echo(f"svp demo on {source}: http://{host or cfg.host}:{port or cfg.port}")
+    launch(demo, host or cfg.host, port or cfg.port)
 
 
 @style_app.command("extract")

@@ -41,6 +41,7 @@ from components.generation.pipeline import (
     window_starts,
 )
 from components.generation.style import Style, load_style, mix, save_style
+from components.generation.style_presets import StylePresets
 from components.media import decode_audio, decode_video, probe_video
 from components.registry.generator import register_generator
 from components.runtime import mlflow_tracking_uri
@@ -184,7 +185,11 @@ def tiny_generator(tmp_path_factory) -> Tiny:
     settings.components.copy_(torch.from_numpy(np.linalg.qr(rng.standard_normal((136, 16)))[0].T))
     settings.scales.fill_(1.0)
     tiny = dataclasses.replace(TINY, sampling=dataclasses.replace(TINY.sampling, steps=2))
-    save_generator(new_pipeline(vae, denoiser, tiny, style, settings), root / "generator")
+    presets = StylePresets(("happy", "sad"), 64, (1, 1))
+    presets.mean.copy_(torch.randn(2, 64))
+    presets.std.fill_(0.1)
+    save_generator(new_pipeline(vae, denoiser, tiny, style, settings, style_presets=presets),
+                   root / "generator")
     params = load_params()
     generate_cfg = dataclasses.replace(params.generate, model=str(root / "generator"),
                                        max_audio_s=20)
@@ -255,6 +260,31 @@ def test_generate_writes_a_playable_mp4_as_long_as_the_speech(tiny_generator, me
     assert made["models"][0] == f"generator {tiny_generator.folder}"
     assert made["models"][-1] == "trained on tiny"
     assert made["sampling"] == "2 steps, guidance 2 (the generator's own)"
+
+
+def test_style_presets_and_progress_reports(tiny_generator, media, tmp_path):
+    """A preset is the style saved with the generator; `report` hears every phase and step."""
+    heard = []
+    made = generate(tiny_generator.pipeline, Request(
+        str(media["portrait"]), str(media["speech"]), str(tmp_path / "preset.mp4"),
+        style_presets=("happy", "sad"), style_mix=0.0, style_mean=True),
+        tiny_generator.settings, lambda what, done: heard.append((what, done)))
+    happy = tiny_generator.pipeline.style_presets.style("happy")
+    np.testing.assert_array_equal(happy.mean, tiny_generator.pipeline.style_presets.mean[0])
+    assert [w for w, _ in heard] == [
+        "reading the speech", "finding the face", "reading the style", "denoising",
+        "denoising: step 1 of 2", "denoising: step 2 of 2", "decoding and encoding the video"]
+    assert [d for _, d in heard] == sorted(d for _, d in heard) and heard[-1][1] < 1
+    assert made["crop"].shape == (32, 32, 3)
+    same = generate(tiny_generator.pipeline, Request(
+        str(media["portrait"]), str(media["speech"]), str(tmp_path / "happy.mp4"),
+        style_presets=("happy",), style_mean=True), tiny_generator.settings)
+    assert probe_video(Path(same["out"])).problem is None
+    with pytest.raises(SvpError, match=r"no style preset 'joy' in this generator \(it has: "
+                       r"happy, sad\)"):
+        generate(tiny_generator.pipeline, Request(
+            str(media["portrait"]), str(media["speech"]), str(tmp_path / "joy.mp4"),
+            style_presets=("joy",)), tiny_generator.settings)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -26,6 +26,7 @@ from components.diffusion.models.schedule import sampling_scheduler
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
 from components.generation.pipeline import TalkingHeadPipeline
+from components.generation.style_presets import StylePresets
 from components.style.extractor import StyleExtractor
 from components.tracking import log_stage
 from components.training.registry import load_model_from, local_model_folder, weights_digest
@@ -37,12 +38,14 @@ EXPERIMENT = "svp-generator"
 def new_pipeline(vae: AutoencoderKL, denoiser: Denoiser, diffusion: DiffusionConfig,
                  style_extractor: StyleExtractor | None = None,
                  input_settings: InputSettings | None = None,
-                 parts: dict | None = None) -> TalkingHeadPipeline:
+                 parts: dict | None = None,
+                 style_presets: StylePresets | None = None) -> TalkingHeadPipeline:
     """A generator of these parts that samples as `diffusion` says (the stage checks' and
     `assemble`'s)."""
     s = diffusion.sampling
     return TalkingHeadPipeline(vae, denoiser, sampling_scheduler(diffusion.noise),
-                               style_extractor, input_settings, diffusion.resolution,
+                               style_extractor, input_settings, style_presets,
+                               diffusion.resolution,
                                steps=s.steps,
                                guidance=s.guidance, window=s.window, overlap=s.overlap,
                                parts=parts)
@@ -60,11 +63,12 @@ def assemble(cfg: GeneratorConfig, diffusion: DiffusionConfig) -> TalkingHeadPip
     if denoiser.max_frames is None:
         raise SvpError(f"{cfg.denoiser}: a stage-1 denoiser (no motion modules) cannot make "
                        "videos; assemble a stage-2 or stage-3 one")
+    extractor = load_model_from(cfg.style_model, StyleExtractor)
     pipeline = new_pipeline(load_model_from(cfg.vae, AutoencoderKL), denoiser, diffusion,
-                            load_model_from(cfg.style_model, StyleExtractor),
-                            InputSettings.from_features(cfg.features_dir),
+                            extractor, InputSettings.from_features(cfg.features_dir),
                             {name: _part(getattr(cfg, name))
-                             for name in ("denoiser", "vae", "style_model")})
+                             for name in ("denoiser", "vae", "style_model")},
+                            StylePresets.from_training_clips(extractor, cfg.features_dir))
     save_generator(pipeline, cfg.out_dir)
     log_stage(EXPERIMENT, "assemble", asdict(cfg) | {"sampling": asdict(diffusion.sampling)},
               {}, [Path(cfg.out_dir) / "model_index.json"],

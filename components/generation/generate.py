@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from components.synth.speech import frame_features
 
 log = logging.getLogger(__name__)
 MAX_SEED = 2**63 - 1
+Report = Callable[[str, float], None]  # (what is being done, fraction of the work done)
+
+
+def no_report(what: str, done: float) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Request:
     out: str
     style_videos: tuple[str, ...] = ()
     style_files: tuple[str, ...] = ()
+    style_presets: tuple[str, ...] = ()  # names of the generator's presets (one per emotion)
     style_mix: float | None = None  # with two styles: 0 is the first, 1 the second
     style_mean: bool = False  # the prior's mean instead of a draw
     pose_video: str | None = None
@@ -53,7 +60,7 @@ class Request:
         if self.style_mix is not None and not (math.isfinite(self.style_mix)
                                                and 0 <= self.style_mix <= 1):
             raise SvpError(f"--style-mix must lie in [0, 1], got {self.style_mix}")
-        n_styles = len(self.style_videos) + len(self.style_files)
+        n_styles = len(self.style_videos) + len(self.style_files) + len(self.style_presets)
         if n_styles > 2:
             raise SvpError(f"at most two styles (to mix with --style-mix), got {n_styles}")
         if n_styles == 2 and self.style_mix is None:
@@ -77,24 +84,35 @@ class Request:
             raise SvpError(f"{out}: the output is an H.264 mp4; name it *.mp4")
 
 
+def preset_style(pipeline: TalkingHeadPipeline, name: str) -> Style:
+    if pipeline.style_presets is None:
+        raise SvpError("this generator has no style presets (it was assembled before they "
+                       "existed): run `svp assemble` again, or give a style video")
+    return pipeline.style_presets.style(name)
+
+
 def choose_style(request: Request, pipeline: TalkingHeadPipeline,
                  detector: DlibLandmarks) -> Style | None:
+    """Style videos, then style files, then presets: the first two are mixed."""
     s = pipeline.input_settings.config
     styles = [style_from_video(v, pipeline.style_extractor, pipeline.input_settings.basis,
                                detector, s.fps, s.whisper_checkpoint, s.min_audio_dbfs)
-              for v in request.style_videos] + [load_style(p) for p in request.style_files]
+              for v in request.style_videos] + [load_style(p) for p in request.style_files] \
+        + [preset_style(pipeline, name) for name in request.style_presets]
     if len(styles) == 2:  # the counts and the mix were checked by `Request.check`
         return mix(styles[0], styles[1], request.style_mix)
     return styles[0] if styles else None
 
 
 def prepare_inputs(pipeline: TalkingHeadPipeline, request: Request,
-                   settings: GenerateConfig) -> GenerationInputs:
+                   settings: GenerateConfig, report: Report = no_report) -> GenerationInputs:
     """The request's portrait, speech, head motion and style as the pipeline's inputs."""
     s = pipeline.input_settings.config
     detector = DlibLandmarks(s.dlib_predictor)
+    report("reading the speech", 0.01)
     speech = read_speech(request.audio, s.fps, s.whisper_checkpoint, s.min_audio_dbfs,
                          settings.max_audio_s)
+    report("finding the face", 0.04)
     portrait = read_portrait(request.image, detector, s.crop_scale,
                              pipeline.config.resolution)
     reference_kps = head_kps(portrait.landmarks)
@@ -107,6 +125,7 @@ def prepare_inputs(pipeline: TalkingHeadPipeline, request: Request,
     else:
         loudness, _ = frame_features(speech.samples, whisper_features.SAMPLE_RATE, s.fps, n)
         kps = derived_kps(reference_kps, n, s.fps, loudness, request.seed, settings.head_motion)
+    report("reading the style", 0.07)
     style = choose_style(request, pipeline, detector)
     if style is None:
         log.info("no style given: the style attention is off")
@@ -140,8 +159,9 @@ def sampling_note(pipeline: TalkingHeadPipeline, request: Request) -> str:
 
 
 def generate(pipeline: TalkingHeadPipeline, request: Request,
-             settings: GenerateConfig | None = None) -> dict:
-    """Make `request.out`; returns what was made (frames, seconds, the models used)."""
+             settings: GenerateConfig | None = None, report: Report = no_report) -> dict:
+    """Make `request.out`; returns what was made (frames, seconds, the models used, the face
+    crop the generator saw). `report(what, fraction done)` hears each phase and step."""
     request.check()
     settings = settings or GenerateConfig()
     if pipeline.denoiser.max_frames is None:
@@ -152,13 +172,27 @@ def generate(pipeline: TalkingHeadPipeline, request: Request,
         log.info("model: %s", line)
     note = sampling_note(pipeline, request)
     log.info("sampling: %s", note)
-    inputs = prepare_inputs(pipeline, request, settings)
+    inputs = prepare_inputs(pipeline, request, settings, report)
     fps = pipeline.input_settings.config.fps
+
+    def step_done(step: int, steps: int) -> None:
+        report(f"denoising: step {step} of {steps}", 0.1 + 0.8 * step / steps)
+
+    report("denoising", 0.1)
     frames = pipeline(inputs, seed=request.seed, steps=request.steps, guidance=request.guidance,
-                      window_batch=settings.window_batch, decode_batch=settings.decode_batch)
+                      window_batch=settings.window_batch, decode_batch=settings.decode_batch,
+                      on_step=step_done)
     source = pipeline.source or pipeline.name_or_path
-    written = write_mp4(frames, request.out, fps, request.audio, settings.crf,
-                        comment=f"svp {source}; seed {request.seed}; {note}")
+    written = write_mp4(_reported(frames, report), request.out, fps, request.audio,
+                        settings.crf, comment=f"svp {source}; seed {request.seed}; {note}")
     log.info("%s: %d frames, %.2f s", request.out, written, written / fps)
     return {"out": str(Path(request.out)), "frames": written, "seconds": written / fps,
-            "models": models, "sampling": note}
+            "models": models, "sampling": note, "crop": inputs.reference}
+
+
+def _reported(frames: Iterator[np.ndarray], report: Report) -> Iterator[np.ndarray]:
+    """The frames, saying once that decoding and encoding began (after the last step)."""
+    for i, frame in enumerate(frames):
+        if i == 0:
+            report("decoding and encoding the video", 0.92)
+        yield frame

@@ -24,7 +24,7 @@ audio features; Head-Kps images and audio windows are made per window as they ar
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,6 +39,7 @@ from components.diffusion.models.denoiser import Denoiser
 from components.diffusion.models.vae import decode, encode
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
+from components.generation.style_presets import StylePresets
 from components.progress import progress
 from components.style.extractor import StyleExtractor
 from components.training.seeds import torch_generator
@@ -115,12 +116,15 @@ def guided_prediction(denoiser: Denoiser, scheduler: EulerDiscreteScheduler, lat
 
 
 class TalkingHeadPipeline(DiffusionPipeline):
-    # the stage checks sample without these; a saved generator has both
-    _optional_components: ClassVar[list[str]] = ["style_extractor", "input_settings"]
+    # the stage checks sample without these; a saved generator has them (style presets since
+    # the demo: an older generator loads without them)
+    _optional_components: ClassVar[list[str]] = ["style_extractor", "input_settings",
+                                                 "style_presets"]
 
     def __init__(self, vae: AutoencoderKL, denoiser: Denoiser,
                  scheduler: EulerDiscreteScheduler, style_extractor: StyleExtractor | None = None,
-                 input_settings: InputSettings | None = None, resolution: int = 64,
+                 input_settings: InputSettings | None = None,
+                 style_presets: StylePresets | None = None, resolution: int = 64,
                  steps: int = 25, guidance: float = 2.0, window: int = 16, overlap: int = 4,
                  parts: dict | None = None):
         super().__init__()
@@ -132,7 +136,7 @@ class TalkingHeadPipeline(DiffusionPipeline):
         Sampling(steps, guidance)
         self.register_modules(vae=vae.eval(), denoiser=denoiser.eval(), scheduler=scheduler,
                               style_extractor=style_extractor and style_extractor.eval(),
-                              input_settings=input_settings)
+                              input_settings=input_settings, style_presets=style_presets)
         self.register_to_config(resolution=resolution, steps=steps, guidance=guidance,
                                 window=window, overlap=overlap, parts=parts or {})
         self.source = None  # where it was loaded from (`assemble.load_generator`)
@@ -149,10 +153,12 @@ class TalkingHeadPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, inputs: GenerationInputs, *, seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, style_scale: float = 1.0,
-                 window_batch: int = 4, decode_batch: int = 16) -> Iterator[np.ndarray]:
-        """One video's frames (R, R, 3) uint8, in order, decoded as they are needed."""
+                 window_batch: int = 4, decode_batch: int = 16,
+                 on_step: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+        """One video's frames (R, R, 3) uint8, in order, decoded as they are needed;
+        `on_step(step, steps)` after each denoising step."""
         latents = self.denoise([inputs], self.sampling(steps, guidance), seed, style_scale,
-                               window_batch)
+                               window_batch, on_step)
         yield from self.decode_frames(latents[0], decode_batch)
 
     @torch.no_grad()
@@ -167,7 +173,8 @@ class TalkingHeadPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def denoise(self, videos: list[GenerationInputs], sampling: Sampling, seed: int,
-                style_scale: float = 1.0, window_batch: int = 4) -> Tensor:
+                style_scale: float = 1.0, window_batch: int = 4,
+                on_step: Callable[[int, int], None] | None = None) -> Tensor:
         """Final latents (B, C, T, h, w): the project's one denoising loop."""
         n, device = len(videos[0].kps), self.device
         if any(len(v.kps) != n for v in videos):
@@ -191,8 +198,8 @@ class TalkingHeadPipeline(DiffusionPipeline):
 
         # denoise: every window at every timestep, blended; one scheduler step per timestep
         b = len(videos)
-        for t in progress(scheduler.timesteps, len(scheduler.timesteps),
-                          f"denoise ({b} x {n} frames)", "steps"):
+        for step, t in enumerate(progress(scheduler.timesteps, len(scheduler.timesteps),
+                                          f"denoise ({b} x {n} frames)", "steps")):
             prediction = torch.zeros_like(latents)
             weight_sum = torch.zeros(n, device=device)
             for first in range(0, len(starts), window_batch):
@@ -211,6 +218,8 @@ class TalkingHeadPipeline(DiffusionPipeline):
                     weight_sum[s:s + window] += weights
             prediction = prediction / weight_sum[:, None, None]
             latents = scheduler.step(prediction, t, latents).prev_sample
+            if on_step is not None:
+                on_step(step + 1, len(scheduler.timesteps))
         return latents
 
     def _window_conditions(self, videos: list[GenerationInputs], starts: list[int],

@@ -2,8 +2,9 @@
 with `mlflow models serve`.
 
 A request is one record (or several) with `image` and `audio` as base64 bytes, and optionally
-`style` (a style file's or a style video's bytes), `seed`, `steps`, `guidance` and
-`style_mean`; the answer per record is `video`: the mp4's bytes in base64. Requests carry bytes:
+`style` (a style file's or a style video's bytes) or `style_preset` (the name of one of the
+generator's presets), `seed`, `steps`, `guidance` and `style_mean`; the answer per record is
+`video`: the mp4's bytes in base64. Requests carry bytes:
 a value naming a file on the server is read only when the operator sets `SVP_SERVE_FILES` to a
 folder and the file lies inside it (off by default), so a client cannot make the server read
 its files. The artifact is the generator folder itself; nothing is unpickled when it loads.
@@ -86,7 +87,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
                 style_files, style_videos = ((style,), ()) if style.endswith(".safetensors") \
                     else ((), (style,))
             out = folder / "out.mp4"
+            preset = record.get("style_preset")
             request = Request(image, audio, str(out), style_videos, style_files,
+                              (str(preset),) if isinstance(preset, str) and preset else (),
                               style_mean=bool(record.get("style_mean", False)),
                               seed=_optional(record, "seed", int) or 0,
                               steps=_optional(record, "steps", int),
