@@ -13,7 +13,6 @@ from the network: system fonts, no analytics, no share links.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -27,10 +26,11 @@ from components.errors import SvpError
 from components.generation.generate import Request, generate
 from components.generation.pipeline import TalkingHeadPipeline
 
-log = logging.getLogger(__name__)
 NO_STYLE = "none (style off)"
 FROM_VIDEO = "from a style video"
 NOTHING = "nothing"
+
+
 class Demo:
     """The page's one action, on one loaded generator."""
 
@@ -97,7 +97,7 @@ class Demo:
         two = bool((videos or presets) and mix_with != NOTHING)
         if two:
             presets += (mix_with,)
-        if not float(seed).is_integer():
+        if seed is None or not float(seed).is_integer():
             raise SvpError(f"seed must be a whole number, got {seed}")
         out = self.results / "talking_head.mp4"
         return Request(portrait, speech, str(out), style_videos=videos, style_presets=presets,
