@@ -326,6 +326,8 @@ def demo_command(
     from components.generation.assemble import load_generator
 
     loaded = load_params(params)
+    if port is not None and not 1 <= port <= 65535:
+        raise SvpError(f"--port must lie in [1, 65535], got {port}")
     source = model or loaded.generate.model
     if source.startswith("models:/"):
         check_services(("mlflow",))

@@ -7,7 +7,6 @@ variance. Made once, when `assemble` writes the generator."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +59,3 @@ class StylePresets(ModelMixin, ConfigMixin):
         i = self.config.names.index(name)
         return Style(self.mean[i].numpy().astype(np.float32),
                      self.std[i].numpy().astype(np.float32), f"preset {name}")
-
-    def describe(self) -> str:
-        return json.dumps(dict(zip(self.config.names, self.config.clips, strict=True)))
