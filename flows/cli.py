@@ -118,6 +118,20 @@ def train_style(params: ParamsOption = Path("params.yaml")):
                f"{strength['both']:.2f} (random init both {result['random_init']['both']:.2f})")
 
 
+@train_app.command("syncnet")
+@needs("mlflow", "ray")
+def train_syncnet(params: ParamsOption = Path("params.yaml")):
+    """Train the SyncNet that scores lip sync (Sync-C / Sync-D), measure it, register it."""
+    from components.syncnet.stage import train_syncnet as run_training
+
+    result = run_training(load_params(params).train_syncnet)
+    sync_c = result["sync_c"]
+    typer.echo(f"syncnet v{result['registered_version']}: offset within 1 frame on "
+               f"{result['offset_within_1']:.0%} of {result['windows']} held-out windows; "
+               f"Sync-C own speech {sync_c['own_speech']['mean']:.2f}, other speech "
+               f"{sync_c['other_speech']['mean']:.2f}")
+
+
 @data_app.command("latents")
 @needs("mlflow")
 def latents(params: ParamsOption = Path("params.yaml")):

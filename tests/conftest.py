@@ -85,11 +85,12 @@ TINY_PROMOTE_COMPARE = {"reconstruction/full/fvd": "lower", "style_transfer/full
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
-    """Features of 3 identities x happy/neutral/sad x 2 sentences, a random style extractor,
-    and a params.yaml of tiny diffusion stages."""
+    """Features of 3 identities x happy/neutral/sad x 2 sentences, a random style extractor
+    and SyncNet, and a params.yaml of tiny diffusion stages."""
     from components.config import FeaturesConfig
     from components.features.stage import build_features
     from components.style.extractor import StyleExtractor
+    from components.syncnet.model import SyncNet
     from tests.test_features_stage import manifest_of
 
     root = tmp_path_factory.mktemp("diffusion")
@@ -101,6 +102,9 @@ def project(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     StyleExtractor(expression_dim=16, d_model=32, n_layers=1).save_pretrained(
         root / "data/style")
+    SyncNet(face_size=56, face_region="mouth", audio_channels=(8, 16, 16, 16, 16, 32),
+            face_channels=(8, 16, 16, 16, 16, 32), hidden_dim=32, embed_dim=16).save_pretrained(
+        root / "data/syncnet")  # random: evaluate's Sync-C path runs; test_syncnet trains one
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["diffusion"] = DIFFUSION
     params["train_vae"].update(steps=6, batch_size=4, checkpoint_every=3, procedural_faces=8,

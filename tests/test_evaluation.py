@@ -22,7 +22,8 @@ from components.promotion.rule import decide
 from components.registry.generator import generator_folder
 from tests.conftest import TINY_PROMOTE_COMPARE, svp, with_params
 
-METRICS = {"psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", "faces_found"}
+CASE_METRICS = {"sync_c", "sync_d", "csim"}  # per case; the real clips' row has only these
+METRICS = {"psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", "faces_found"} | CASE_METRICS
 
 
 def clip(sample_id: str, identity: str, emotion: str, n: int = 24) -> Clip:
@@ -119,20 +120,24 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
     out = trained / "reports/evaluate"
     metrics = json.loads((out / "metrics.json").read_text())
     for protocol in ("reconstruction", "style_transfer"):
-        assert set(metrics[protocol]) == set(ROWS)
-        for values in metrics[protocol].values():
-            assert set(values) == METRICS
-            assert all(values[m] is not None for m in ("psnr", "ssim", "fid", "fvd"))
+        assert set(metrics[protocol]) == {*ROWS, "real"}
+        for row in ROWS:
+            assert set(metrics[protocol][row]) == METRICS
+            assert all(metrics[protocol][row][m] is not None
+                       for m in ("psnr", "ssim", "fid", "fvd", "sync_c", "sync_d"))
+        assert set(metrics[protocol]["real"]) == CASE_METRICS
+        assert metrics[protocol]["real"]["csim"] > 0.5  # dlib reads the real faces
     assert metrics["reconstruction"]["full"]["fid"] > 0 and metrics["cases"] == {
         "reconstruction": 2, "style_transfer": 2}
     assert set(metrics["style_transfer_by_emotion"]) == {"happy", "sad"}
-    assert len(metrics["checks"]) == 6
+    assert len(metrics["checks"]) == 8  # 6 landmark checks, Sync-C full vs other speech x 2
     page = (out / "report.html").read_text()
     assert "Table 1" in page and "Table 2" in page and "<video" in page
     videos = sorted((out / "videos").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert all(v.with_suffix(".png").stat().st_size > 1000 for v in videos)  # posters
-    assert (out / "rows.csv").read_text().count("\n") == 1 + 2 * len(ROWS)
+    assert (out / "rows.csv").read_text().count("\n") == 1 + 2 * (len(ROWS) + 1)
+    assert "Sync-C" in page and "real clips (ceiling)" in page
     assert_a_failed_evaluation_keeps_the_last_report(trained, params, monkeypatch)
 
     dry = svp(trained, "promote", "--dry-run", params=params)

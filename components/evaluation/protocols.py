@@ -25,7 +25,7 @@ PROTOCOLS = ("reconstruction", "style_transfer")
 ROWS = ("full", "no_style", "mean_style", "other_speech", "reference_repeated")
 ROW_TITLES = {"full": "SVP (full)", "no_style": "w/o style",
               "mean_style": "mean style (no sampling)", "other_speech": "other speech",
-              "reference_repeated": "reference repeated"}
+              "reference_repeated": "reference repeated", "real": "real clips (ceiling)"}
 
 
 def _order(clips: list[Clip]) -> list[int]:

@@ -15,7 +15,8 @@ from components.evaluation.protocols import ROW_TITLES, ROWS
 
 VIDEO_SIDE = 192  # each panel of a side-by-side video, pixels
 COLUMNS = (("fid", "FID↓", 1), ("fvd", "FVD↓", 1), ("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3),
-           ("f_lmd", "F-LMD↓", 3), ("m_lmd", "M-LMD↓", 3))
+           ("f_lmd", "F-LMD↓", 3), ("m_lmd", "M-LMD↓", 3), ("sync_c", "Sync-C↑", 2),
+           ("sync_d", "Sync-D↓", 2), ("csim", "CSIM↑", 3))
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:.25em .7em;text-align:right;
 border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}
@@ -37,8 +38,8 @@ def _number(value: float, digits: int) -> str:
 def _protocol_table(results: dict) -> str:
     head = "".join(f"<th>{title}</th>" for _, title, _ in COLUMNS)
     rows = []
-    for row in ROWS:
-        cells = "".join(f"<td>{_number(results[row][key], digits)}</td>"
+    for row in (*ROWS, "real"):
+        cells = "".join(f"<td>{_number(results[row].get(key), digits)}</td>"
                         for key, _, digits in COLUMNS)
         rows.append(f'<tr class="{row}"><td>{html.escape(ROW_TITLES[row])}</td>{cells}</tr>')
     return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
@@ -97,6 +98,10 @@ def write_report(path: Path, metrics: dict, videos: list[dict]) -> None:
 generator's own settings). Evaluation set {metrics['evaluation_set']}. Generator:
 {html.escape(metrics['generator']['folder'])} (digest {metrics['generator']['digest'][:16]}),
 parts {html.escape(str(metrics['generator']['parts']))}.</p>
+<p>Sync-C / Sync-D: SyncNet confidence and distance against the target's speech
+(syncnet_python's procedure; the network is <code>train_syncnet</code>'s, so the numbers are on
+its own scale, not syncnet_v2's). CSIM: cosine similarity of dlib's face-recognition embedding
+to the reference image. "Real clips" is their ceiling; "other speech" the lip-sync floor.</p>
 <h2>Table 1: reconstruction (own first frame, audio, Head-Kps and style)</h2>
 {_protocol_table(metrics['reconstruction'])}
 <h2>Table 2: style transfer (neutral reference, an emotional clip's audio, Head-Kps, style)</h2>
