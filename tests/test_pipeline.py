@@ -51,6 +51,8 @@ def project(tmp_path_factory) -> Path:
     params["ingest"]["split"]["n_test_identities"] = 1
     params["train_style"].update(steps=20, checkpoint_every=10, d_model=32, n_layers=1,
                                  groups_per_batch=4, windows_per_group=3, window=32)
+    params["train_syncnet"].update(steps=10, batch_size=8, checkpoint_every=5, face_size=56,
+                                   eval_window=24)
     params["diffusion"] = DIFFUSION
     params["train_vae"].update(steps=4, batch_size=4, checkpoint_every=2, procedural_faces=8,
                                eval_frames=8)
@@ -68,7 +70,7 @@ def project(tmp_path_factory) -> Path:
 
 
 STAGES = ["synth", "ingest", "validate", "features", "train_vae", "latents", "train_stage1",
-          "train_style", "train_stage2", "train_stage3", "assemble", "evaluate",
+          "train_style", "train_stage2", "train_stage3", "train_syncnet", "assemble", "evaluate",
           "promote"]  # DVC's order
 
 
