@@ -1,12 +1,16 @@
-"""`svp generate`'s speed and memory by speech length.
+"""`svp generate`'s samplers side by side: speed, quality, and memory by speech length.
 
-    .venv/bin/python benchmarks/generation.py [--model data/generator] [--lengths 5 20 60]
-                                              [--steps 25] [--out benchmarks/generation.md]
+    .venv/bin/python benchmarks/generation.py [--model data/generator] [--seconds 5]
+        [--lengths 5 20 60] [--cases 6] [--out benchmarks/generation.md]
 
-Runs a saved generator (by default the folder `svp assemble` wrote) on a held-out speaker's first
-frame and that speaker's speech, repeated to each length, through the pipeline `svp generate`
-runs (its one denoising loop). Each length runs in a fresh process, so its peak resident memory
-(ru_maxrss) is its own.
+1. Speed: the generator's paper sampler and each fast variant on the same inputs (a held-out
+   speaker's first frame and `--seconds` of that speaker's speech), in one process, through the
+   pipeline `svp generate` runs: seconds per video-second and the speed-up over the paper's.
+2. Memory: the generator's fast sampler on each of `--lengths` seconds of speech, each in a fresh
+   process, so its peak resident memory (ru_maxrss) is its own.
+3. Quality: each sampler's full-model row on evaluate's cases (`--cases` per protocol; params'
+   `evaluate` otherwise), measured as `svp evaluate` measures, and how much worse than the paper
+   sampler each compared metric is, relative, with its standard error over the cases.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +32,35 @@ import torch
 from table import emit
 
 from components.config import load_params
+from components.evaluation.stage import FAST_COMPARED, sampler_quality
 from components.generation.assemble import load_generator
 from components.generation.generate import Request, prepare_inputs
+from components.generation.pipeline import Sampling, TalkingHeadPipeline
 from components.media import decode_audio, decode_video
 from components.synth.speech import write_wav
+
+# fast variants beside the generator's own: the solvers at 4 and 5 steps guided on every step,
+# and no guidance at all
+VARIANTS = {
+    "dpm++ 5": Sampling(5, 2.0, "dpmsolver++"),
+    "dpm++ 4": Sampling(4, 2.0, "dpmsolver++"),
+    "unipc 4": Sampling(4, 2.0, "unipc"),
+    "dpm++ 6, unguided": Sampling(6, 1.0, "dpmsolver++"),
+}
+
+
+def samplers(pipeline: TalkingHeadPipeline) -> dict[str, Sampling]:
+    """The paper sampler first, the generator's fast one, then the variants it is not."""
+    own = {"paper": pipeline.sampling("paper"), "fast (the generator's)": pipeline.sampling("fast")}
+    return own | {name: s for name, s in VARIANTS.items() if s not in own.values()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() says only "x86_64" on Linux)."""
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+             if line.startswith("model name")] if info.is_file() else []
+    return names[0] if names else platform.machine()
 
 
 def held_out_media(folder: Path, seconds: float) -> tuple[str, str]:
@@ -49,54 +79,110 @@ def held_out_media(folder: Path, seconds: float) -> tuple[str, str]:
     return str(image), str(audio)
 
 
-def one_length(model: str, seconds: float, steps: int) -> dict:
-    """Pipeline throughput and this process's peak memory for `seconds` of speech."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    pipeline = load_generator(model)
+def timed(pipeline: TalkingHeadPipeline, inputs, sampling: Sampling) -> tuple[int, float]:
     settings = load_params().generate
+    start = time.perf_counter()
+    n = sum(1 for _ in pipeline(inputs, seed=0, sampling=sampling,
+                                window_batch=settings.window_batch,
+                                decode_batch=settings.decode_batch))
+    return n, time.perf_counter() - start
+
+
+def speeds(model: str, seconds: float) -> list[dict]:
+    """Every sampler on the same `seconds` of speech: seconds per video-second."""
+    pipeline = load_generator(model)
+    fps = pipeline.input_settings.config.fps
     with tempfile.TemporaryDirectory() as tmp:
         image, audio = held_out_media(Path(tmp), seconds)
         inputs = prepare_inputs(pipeline, Request(image, audio, str(Path(tmp) / "out.mp4")),
-                                settings)
-        start = time.perf_counter()
-        n = sum(1 for _ in pipeline(inputs, seed=0, steps=steps,
-                                    window_batch=settings.window_batch,
-                                    decode_batch=settings.decode_batch))
-        wall = time.perf_counter() - start
+                                load_params().generate)
+        rows = []
+        for name, sampling in samplers(pipeline).items():
+            n, wall = timed(pipeline, inputs, sampling)
+            rows.append({"name": name, "sampling": sampling.describe(),
+                         "passes": sampling.passes, "s_per_video_s": wall / (n / fps)})
+            print(f"{name}: {wall:.1f} s for {n} frames", file=sys.stderr, flush=True)
+    return rows
+
+
+def one_length(model: str, seconds: float) -> dict:
+    """The fast sampler's throughput and this process's peak memory for `seconds` of speech."""
+    pipeline = load_generator(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        image, audio = held_out_media(Path(tmp), seconds)
+        inputs = prepare_inputs(pipeline, Request(image, audio, str(Path(tmp) / "out.mp4")),
+                                load_params().generate)
+        n, wall = timed(pipeline, inputs, pipeline.sampling("fast"))
     return {"seconds": seconds, "frames": n, "wall_s": wall, "fps": n / wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _percent(value: float | None, se: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    spread = "" if se is None or not np.isfinite(se) else f" ± {100 * se:.1f}"
+    return f"{100 * value:+.1f}{spread}"
+
+
+def quality_lines(model: str, cases: int, names: dict[str, Sampling]) -> list[str]:
+    cfg = replace(load_params().evaluate, generator=model, reconstruction_clips=cases,
+                  style_transfer_clips=cases)
+    measured = sampler_quality(cfg, names)
+    metrics = list(FAST_COMPARED)
+    lines = []
+    for protocol, rows in measured["metrics"].items():
+        lines += ["", f"Quality, {protocol.replace('_', ' ')} ({cases} cases of {cfg.frames} "
+                  "frames): each metric, then % worse than the paper sampler ± s.e.", "",
+                  "| sampler | " + " | ".join(metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for name in names:
+            against = measured["against_first"][name][protocol]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{rows[name][m]:.3f} ({_percent(against[m]['worse'], against[m]['se'])})"
+                for m in metrics) + " |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="data/generator")
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--lengths", type=float, nargs="*", default=[5.0, 20.0, 60.0])
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--cases", type=int, default=6)
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
     if args.one is not None:
-        print(json.dumps(one_length(args.model, args.one, args.steps)))
+        print(json.dumps(one_length(args.model, args.one)))
         return
+    speed = speeds(args.model, args.seconds)
+    paper = speed[0]["s_per_video_s"]
+    pipeline = load_generator(args.model)
+    config = pipeline.config
+    lines = [
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}; the generator {args.model}, windows of {config.window} frames "
+        f"overlapping by {config.overlap}, {args.seconds:g} s of a held-out speaker's speech.",
+        "", "| sampler | settings | denoiser passes a window | s per video-second | speed-up |",
+        "|---|---|---|---|---|",
+        *(f"| {r['name']} | {r['sampling']} | {r['passes']} | {r['s_per_video_s']:.1f} | "
+          f"{paper / r['s_per_video_s']:.2f}x |" for r in speed)]
     rows = []
     for seconds in args.lengths:
         run = subprocess.run([sys.executable, __file__, "--model", args.model, "--one",
-                              str(seconds), "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True)
+                              str(seconds)], capture_output=True, text=True, check=True)
         rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
-    config = load_generator(args.model).config
-    lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}; the generator {args.model}, {args.steps} Euler steps, "
-        f"classifier-free guidance {config.guidance:g}, windows of {config.window} frames "
-        f"overlapping by {config.overlap}.", "",
-        "By speech length (each in a fresh process):", "",
-        "| speech | frames | seconds | frames/s | peak memory (RSS) |", "|---|---|---|---|---|",
-        *(f"| {r['seconds']:g} s | {r['frames']} | {r['wall_s']:.1f} | {r['fps']:.2f} | "
-          f"{r['peak_rss_mb']:.0f} MiB |" for r in rows)]
+    lines += ["", f"The fast sampler ({pipeline.sampling('fast').describe()}) by speech length, "
+              "each in a fresh process:", "",
+              "| speech | frames | seconds | frames/s | peak memory (RSS) |",
+              "|---|---|---|---|---|",
+              *(f"| {r['seconds']:g} s | {r['frames']} | {r['wall_s']:.1f} | {r['fps']:.2f} | "
+                f"{r['peak_rss_mb']:.0f} MiB |" for r in rows)]
     if len(rows) > 1:
         lines += ["", f"Peak memory, longest over shortest: "
                   f"{rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}x."]
+    lines += quality_lines(args.model, args.cases, samplers(pipeline))  # last: not timed
     emit(lines, args.out)
 
 

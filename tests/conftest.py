@@ -72,11 +72,14 @@ DIFFUSION = {
     "kps_guider_channels": [8, 8, 16],
     "audio": {"window_s": 0.2, "vector_dim": 4, "hidden_dim": 16, "n_tokens": 2},
     "style": {"style_dim": 32, "hidden_dim": 16, "n_tokens": 2},
-    "sampling": {"steps": 3, "guidance": 2.0, "window": 4, "overlap": 1},
+    "sampling": {"steps": 3, "guidance": 2.0, "window": 4, "overlap": 1,
+                 "fast": {"solver": "dpmsolver++", "steps": 2, "guidance": 2.0,
+                          "guidance_from": 1}},
 }
 STAGE = {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "eval_samples": 2}
 TINY_EVALUATION = {"reconstruction_clips": 2, "style_transfer_clips": 2, "frames": 16,
-                   "fid_every": 8, "report_videos": 1}
+                   "fid_every": 8, "report_videos": 1, "long_video_s": 1.92,
+                   "long_video_segment_s": 0.64}
 # the tiny generator's frames are noise to dlib (no landmarks, so no LMD): promotion judges it
 # on FVD and FID
 TINY_PROMOTE_COMPARE = {"reconstruction/full/fvd": "lower", "style_transfer/full/fvd": "lower",

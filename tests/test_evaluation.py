@@ -131,6 +131,28 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
         "reconstruction": 2, "style_transfer": 2}
     assert set(metrics["style_transfer_by_emotion"]) == {"happy", "sad"}
     assert len(metrics["checks"]) == 8  # 6 landmark checks, Sync-C full vs other speech x 2
+    # the fast sampler's row against the paper sampler's, metric by metric
+    for protocol in ("reconstruction", "style_transfer"):
+        compared = metrics["fast_vs_paper"][protocol]
+        assert set(compared) == {"m_lmd", "f_lmd", "fid", "fvd", "psnr", "sync_c", "csim"}
+        for metric, c in compared.items():
+            assert c["paper"] == metrics[protocol]["full"][metric]
+            assert c["fast"] == metrics[protocol]["fast"][metric]
+            # a metric that could not be measured (no face found) is not within
+            assert c["within"] == (c["worse"] is not None and c["worse"] <= 0.05)
+        assert compared["fid"]["se"] is None  # set-level: no per-case standard error
+    assert metrics["sampling"]["fast"]["solver"] == "dpmsolver++"
+    separation = metrics["identity_network"]  # dlib's network on the real held-out faces
+    assert separation["faces"] > 0  # the tiny test split has one identity: no AUC to take
+    long = metrics["long_video"]  # 3 segments of 16 frames, one call of the fast sampler
+    assert long["frames"] == 48 and long["sampler"] == "fast" and len(long["segments"]) == 3
+    assert [s["start_s"] for s in long["segments"]] == [0.0, 0.64, 1.28]
+    assert all(s["sync_c"] is not None for s in long["segments"] + long["real"]["segments"])
+    assert long["real"]["segments"][0]["csim"] > 0.5  # the real frames against their reference
+    assert long["csim_slope_per_min"] is None or np.isfinite(long["csim_slope_per_min"])
+    assert (out / "long_video.csv").read_text().count("\n") == 4
+    assert all((out / name).stat().st_size > 1000
+               for name in ("long_video.png", "long_video_frames.png"))
     page = (out / "report.html").read_text()
     assert "Table 1" in page and "Table 2" in page and "<video" in page
     videos = sorted((out / "videos").glob("*.mp4"))
@@ -138,6 +160,8 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
     assert all(v.with_suffix(".png").stat().st_size > 1000 for v in videos)  # posters
     assert (out / "rows.csv").read_text().count("\n") == 1 + 2 * (len(ROWS) + 1)
     assert "Sync-C" in page and "real clips (ceiling)" in page
+    assert "SVP, fast sampler" in page and "The fast sampler against the paper's" in page
+    assert 'src="long_video.png"' in page and "Drift per minute" in page
     assert_a_failed_evaluation_keeps_the_last_report(trained, params, monkeypatch)
 
     dry = svp(trained, "promote", "--dry-run", params=params)

@@ -24,9 +24,10 @@ import scipy.io.wavfile
 import torch
 import yaml
 
-from components.config import GenerateConfig, SamplingConfig, load_params
+from components.config import FastSamplingConfig, GenerateConfig, SamplingConfig, load_params
 from components.diffusion.frames import audio_windows, kps_images
 from components.diffusion.models.build import add_motion_modules, new_denoiser
+from components.diffusion.models.schedule import SOLVERS, sampling_scheduler, solver_scheduler
 from components.diffusion.models.vae import decode, encode, new_vae
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
 from components.generation.assemble import load_generator, new_pipeline, save_generator
@@ -35,6 +36,7 @@ from components.generation.head_motion import derived_kps, retargeted_kps
 from components.generation.input_settings import InputSettings
 from components.generation.pipeline import (
     GenerationInputs,
+    Sampling,
     TalkingHeadPipeline,
     blend_weights,
     guided_prediction,
@@ -184,7 +186,8 @@ def tiny_generator(tmp_path_factory) -> Tiny:
     settings.mean_shape.copy_(torch.from_numpy(TEMPLATE[:, :2] * 20 + 50))
     settings.components.copy_(torch.from_numpy(np.linalg.qr(rng.standard_normal((136, 16)))[0].T))
     settings.scales.fill_(1.0)
-    tiny = dataclasses.replace(TINY, sampling=dataclasses.replace(TINY.sampling, steps=2))
+    tiny = dataclasses.replace(TINY, sampling=dataclasses.replace(
+        TINY.sampling, steps=2, fast=FastSamplingConfig(steps=2)))
     presets = StylePresets(("happy", "sad"), 64, (1, 1))
     presets.mean.copy_(torch.randn(2, 64))
     presets.std.fill_(0.1)
@@ -259,7 +262,8 @@ def test_generate_writes_a_playable_mp4_as_long_as_the_speech(tiny_generator, me
     assert abs(len(sound) / rate - len(speech) / rate) < 0.1
     assert made["models"][0] == f"generator {tiny_generator.folder}"
     assert made["models"][-1] == "trained on tiny"
-    assert made["sampling"] == "2 steps, guidance 2 (the generator's own)"
+    assert made["sampling"] == ("fast sampler: dpmsolver++, 2 steps, guidance 2 on step 2 "
+                                "(3 denoiser passes) (the generator's own)")
 
 
 def test_style_presets_and_progress_reports(tiny_generator, media, tmp_path):
@@ -401,7 +405,8 @@ def test_guidance_zero_is_the_unconditional_model_not_the_default():
     vae, denoiser = tiny_parts()
     pipeline = pipeline_of(vae, denoiser, steps=2, guidance=2.0)
     a, b = smooth_inputs(8, seed=1), smooth_inputs(8, seed=2)  # other portrait, other speech
-    unconditional = [np.stack(list(pipeline(x, seed=0, guidance=0.0))) for x in (a, b)]
+    unconditional = [np.stack(list(pipeline(x, seed=0, sampling=pipeline.sampling(guidance=0.0))))
+                     for x in (a, b)]
     np.testing.assert_array_equal(unconditional[0], unconditional[1])
     guided = [np.stack(list(pipeline(x, seed=0))) for x in (a, b)]
     assert np.abs(guided[0].astype(int) - guided[1]).mean() > 1
@@ -459,6 +464,89 @@ def test_one_window_is_one_plain_sampling_loop_and_a_batch_is_its_videos():
     assert np.abs(batch[0].astype(int) - video).max() <= 1
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_every_solver_lands_on_the_data_an_exact_model_predicts(solver):
+    """With a model that knows the clean latents, the sampling ODE's solution is those latents
+    whatever the solver: each solver, driven through the interface the pipeline's loop uses
+    (init_noise_sigma, scale_model_input, step), must end there in a few steps. A solver fed
+    unscaled inputs or the wrong parameterisation ends elsewhere."""
+    scheduler = solver_scheduler(sampling_scheduler(TINY.noise).config, solver)
+    scheduler.set_timesteps(6)
+    clean = torch.randn((1, 4, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)) * \
+        scheduler.init_noise_sigma
+    alphas = scheduler.alphas_cumprod
+    for t in scheduler.timesteps:
+        x = scheduler.scale_model_input(latents, t)  # the DDPM-form noisy latents, x_t
+        a = alphas[int(t)].to(torch.float32)
+        noise = (x - a.sqrt() * clean) / (1 - a).sqrt()
+        velocity = a.sqrt() * noise - (1 - a).sqrt() * clean  # v-prediction's target
+        latents = scheduler.step(velocity, t, latents).prev_sample
+    torch.testing.assert_close(latents, clean, atol=2e-3, rtol=0)
+
+
+def fast_pipeline(vae, denoiser, guidance_from: int = 2) -> TalkingHeadPipeline:
+    fast = dataclasses.replace(TINY.sampling.fast, steps=4, guidance_from=guidance_from)
+    sampling = SamplingConfig(steps=3, guidance=2.0, window=8, overlap=2, fast=fast)
+    return new_pipeline(vae, denoiser, dataclasses.replace(TINY, sampling=sampling))
+
+
+def test_the_fast_sampler_guides_from_its_guidance_from_step_on(tmp_path):
+    """4 DPM-Solver++ steps guided from the third: the denoiser sees a single batch twice, then
+    a doubled one twice (6 passes, against the paper sampler's 3 x 2); it survives a save and
+    load, and guiding every step gives another video."""
+    vae, denoiser = tiny_parts()
+    pipeline = fast_pipeline(vae, denoiser)
+    batches: list[int] = []
+    hook = denoiser.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
+    inputs = smooth_inputs(6, seed=4)
+    fast = np.stack(list(pipeline(inputs, seed=7, sampling=pipeline.sampling("fast"))))
+    assert batches == [1, 1, 2, 2]
+    batches.clear()
+    paper = np.stack(list(pipeline(inputs, seed=7)))
+    assert batches == [2, 2, 2]
+    hook.remove()
+    assert pipeline.sampling("fast") == Sampling(4, 2.0, "dpmsolver++", 2)
+    assert pipeline.sampling("fast").passes == 6 and pipeline.sampling().passes == 6
+    assert pipeline.sampling("fast").describe() == \
+        "dpmsolver++, 4 steps, guidance 2 on steps 3-4 (6 denoiser passes)"
+    assert np.abs(fast.astype(int) - paper).mean() > 0.5
+    save_generator(pipeline, tmp_path / "g")
+    loaded = load_generator(tmp_path / "g")
+    assert loaded.sampling("fast") == pipeline.sampling("fast")
+    np.testing.assert_array_equal(
+        np.stack(list(loaded(inputs, seed=7, sampling=loaded.sampling("fast")))), fast)
+    every = fast_pipeline(vae, denoiser, guidance_from=0)
+    guided = np.stack(list(every(inputs, seed=7, sampling=every.sampling("fast"))))
+    assert np.abs(guided.astype(int) - fast).mean() > 0.5
+
+
+def test_a_generator_without_a_fast_sampler_falls_back_unless_asked(tiny_generator, media,
+                                                                    tmp_path, caplog):
+    """A generator assembled before the fast sampler existed: `svp generate` by default samples
+    as the paper does and says so; asking for `--quality fast` is a one-line error."""
+    folder = tmp_path / "old"
+    save_generator(tiny_generator.pipeline, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["fast"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    old = load_generator(folder)
+    assert old.qualities == ("paper",)
+    with caplog.at_level("WARNING"):
+        made = generate(old, Request(str(media["portrait"]), str(media["speech"]),
+                                     str(tmp_path / "a.mp4")), tiny_generator.settings)
+    assert made["sampling"].startswith("paper sampler: euler, 2 steps")
+    assert "no fast sampler: sampling with the paper's" in caplog.text
+    with pytest.raises(SvpError, match=r"no fast sampler .* run `svp assemble` again"):
+        generate(old, Request(str(media["portrait"]), str(media["speech"]),
+                              str(tmp_path / "b.mp4"), quality="fast"), tiny_generator.settings)
+    assert not (tmp_path / "b.mp4").exists()
+    made = generate(tiny_generator.pipeline, Request(
+        str(media["portrait"]), str(media["speech"]), str(tmp_path / "c.mp4")),
+        tiny_generator.settings)
+    assert made["sampling"].startswith("fast sampler: dpmsolver++, 2 steps")
+
+
 def test_the_same_seed_gives_the_same_video_bytes(tiny_generator, media, tmp_path):
     def make(name: str, seed: int) -> bytes:
         out = tmp_path / name
@@ -508,6 +596,7 @@ HOSTILE_SETTINGS = [
     (["--out", "FOLDER"], "is a folder; --out names the mp4 file to write"),
     (["--out", "nowhere/out.mp4"], "no such folder to write out.mp4 in"),
     (["--out", "out.avi"], "the output is an H.264 mp4; name it \\*.mp4"),
+    (["--quality", "turbo"], "--quality must be one of paper, fast, got 'turbo'"),
     pytest.param(["--out", "read-only/out.mp4"], "read-only: this folder cannot be written to",
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
 ]

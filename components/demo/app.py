@@ -23,7 +23,7 @@ import numpy as np
 from components.config import DemoConfig, GenerateConfig
 from components.demo.model_card import model_card
 from components.errors import SvpError
-from components.generation.generate import Request, generate
+from components.generation.generate import Request, generate, quality
 from components.generation.pipeline import TalkingHeadPipeline
 
 NO_STYLE = "none (style off)"
@@ -157,7 +157,8 @@ def build_page(demo: Demo) -> gr.Blocks:
 
 def _model_panel(demo: Demo) -> str:
     report = Path(demo.cfg.report)
-    text = model_card(demo.source, demo.pipeline, report)
+    text = model_card(demo.source, demo.pipeline, report,
+                      quality(demo.pipeline, None, demo.settings))
     if report.is_file():
         text += f"\n\n[The evaluation report]({_file_url(report)})"
     return text

@@ -53,8 +53,9 @@ def _folder(folder: Path, metrics: Path) -> tuple[list[str], dict | None]:
     return lines + ["Not evaluated in its current form (run `svp evaluate`)."], None
 
 
-def model_card(source: str, pipeline: TalkingHeadPipeline, report: Path) -> str:
-    """Markdown for the model panel; `report` is the evaluation's HTML report."""
+def model_card(source: str, pipeline: TalkingHeadPipeline, report: Path, quality: str) -> str:
+    """Markdown for the model panel; `report` is the evaluation's HTML report, `quality` the
+    sampler the page runs."""
     try:
         if source.startswith("models:/"):
             lines, evaluation = _registered(source)
@@ -65,7 +66,8 @@ def model_card(source: str, pipeline: TalkingHeadPipeline, report: Path) -> str:
                              f"{' '.join(str(err).split())[:120]})"], None
     c = pipeline.config
     lines += [f"Trained on {pipeline.input_settings.config.training_data}.",
-              f"Samples with {c.steps} Euler steps, guidance {c.guidance:g}, windows of "
+              f"Samples with its {quality} sampler ({pipeline.sampling(quality).describe()}), "
+              f"windows of "
               f"{c.window} frames at {c.resolution}x{c.resolution}."]
     lines += [f"- {name}: `{part['source']}` (weights {part['weights']})"
               for name, part in c.parts.items()]

@@ -8,10 +8,11 @@
   first, so a few cases cover many.
 
 Each case is the target's liveliest window (`frames` frames where its mouth moves most: where
-lip sync can show). Rows: the full model; "w/o style" (style attention off); "mean style" (the
-prior's mean, no sampling); "other speech" (the full model driven by the same speaker's clip
-whose mouth moves least like the target's: what wrong lip sync scores); "reference repeated"
-(the reference frame as every frame).
+lip sync can show). Rows: the full model (the paper's sampler); "fast" (the full model with the
+generator's fast sampler: what `svp generate` runs by default); "w/o style" (style attention
+off); "mean style" (the prior's mean, no sampling); "other speech" (the full model driven by the
+same speaker's clip whose mouth moves least like the target's: what wrong lip sync scores);
+"reference repeated" (the reference frame as every frame).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from components.diffusion.frames import Clip, Sample
 from components.evaluation.stage_checks import alternate_identities, liveliest_window, other_speech
 
 PROTOCOLS = ("reconstruction", "style_transfer")
-ROWS = ("full", "no_style", "mean_style", "other_speech", "reference_repeated")
-ROW_TITLES = {"full": "SVP (full)", "no_style": "w/o style",
+ROWS = ("full", "fast", "no_style", "mean_style", "other_speech", "reference_repeated")
+ROW_TITLES = {"full": "SVP (full)", "fast": "SVP, fast sampler", "no_style": "w/o style",
               "mean_style": "mean style (no sampling)", "other_speech": "other speech",
               "reference_repeated": "reference repeated", "real": "real clips (ceiling)"}
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from components.atomic import write_text
 from components.evaluation.protocols import ROW_TITLES, ROWS
+from components.generation.pipeline import Sampling
 
 VIDEO_SIDE = 192  # each panel of a side-by-side video, pixels
 COLUMNS = (("fid", "FID↓", 1), ("fvd", "FVD↓", 1), ("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3),
@@ -64,6 +65,16 @@ def _style_table(clustering: dict) -> str:
             f"<th>random init</th></tr>{rows}</table>")
 
 
+def _identity_note(separation: dict) -> str:
+    """How far CSIM can be trusted on these faces: the identity network's AUC on real frames."""
+    if separation.get("auc") is None:
+        return "The identity network's separation of the held-out identities was not measured."
+    return (f"On real frames of the held-out clips ({separation['faces']} faces) the identity "
+            f"network tells same from other identities with an AUC of {separation['auc']:.2f} "
+            f"(mean similarity {separation['same']:.3f} same, {separation['other']:.3f} "
+            "other): read CSIM differences against that gap.")
+
+
 def _checks_table(checks: dict) -> str:
     rows = []
     for name, c in checks.items():
@@ -73,6 +84,53 @@ def _checks_table(checks: dict) -> str:
                     f"<td>{_number(c['gap'], 3)} ± {_number(c['se'], 3)}</td></tr>")
     return ("<table><tr><th>check</th><th>passed</th><th>full − other (± s.e. over cases)</th>"
             f"</tr>{''.join(rows)}</table>")
+
+
+def _fast_table(fast_vs_paper: dict, fast: dict | None) -> str:
+    if fast is None:
+        return "<p>This generator has no fast sampler (it was assembled before there was one).</p>"
+    head = "".join(f"<th>{html.escape(p.replace('_', ' '))}: paper / fast, change</th>"
+                   for p in fast_vs_paper)
+    metrics = next(iter(fast_vs_paper.values()))
+    rows = []
+    for metric in metrics:
+        cells = []
+        for values in fast_vs_paper.values():
+            v = values[metric]
+            verdict = "pass" if v["within"] else "fail"
+            change = "–" if v["worse"] is None else f"{100 * v['worse']:+.1f}%"
+            se = "" if v["se"] is None else f" ± {100 * v['se']:.1f}"
+            cells.append(f"<td>{_number(v['paper'], 3)} / {_number(v['fast'], 3)}, "
+                         f'<span class="{verdict}">{change}{se}</span></td>')
+        rows.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}</tr>")
+    return (f"<p>Fast sampler: {html.escape(Sampling(**fast).describe())}. Change: how much "
+            "worse than the paper's sampler, relative (± its s.e. over the cases; FID and FVD "
+            "are set-level and have none).</p>"
+            f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _long_video(result: dict | None) -> str:
+    if not result:  # a report written before the long-video case existed
+        return "<p>No long video.</p>"
+    rows = "".join(f"<tr><td>{s['start_s']:.0f}</td><td>{_number(s['csim'], 3)} / "
+                   f"{_number(r['csim'], 3)}</td><td>{_number(s['sync_c'], 2)} / "
+                   f"{_number(r['sync_c'], 2)}</td><td>{_number(s['sync_d'], 2)} / "
+                   f"{_number(r['sync_d'], 2)}</td></tr>"
+                   for s, r in zip(result["segments"], result["real"]["segments"], strict=True))
+    return (f"<p>{result['seconds']:.0f} s of identity {html.escape(result['identity'])}'s "
+            f"test clips joined ({len(result['clips'])} clips), made in "
+            f"{result['generation_s']:.0f} s with the {html.escape(result['sampler'])} sampler. "
+            "Drift per minute: CSIM "
+            f"{_number(result['csim_slope_per_min'], 3)}, Sync-C "
+            f"{_number(result['sync_c_slope_per_min'], 2)} (the real clips joined the same "
+            f"way: {_number(result['real']['csim_slope_per_min'], 3)} and "
+            f"{_number(result['real']['sync_c_slope_per_min'], 2)}).</p>"
+            '<p><img src="long_video.png" alt="CSIM and Sync-C per segment"></p>'
+            '<p><img src="long_video_frames.png" alt="the reference, then frames from the start '
+            'to the end"><br>the reference, then five frames from the first to the last</p>'
+            "<table><tr><th>segment start, s</th><th>CSIM↑ generated / real</th>"
+            "<th>Sync-C↑ generated / real</th><th>Sync-D↓ generated / real</th>"
+            f"</tr>{rows}</table>")
 
 
 def _videos(videos: list[dict]) -> str:
@@ -93,15 +151,17 @@ def write_report(path: Path, metrics: dict, videos: list[dict]) -> None:
 <title>SVP evaluation</title><style>{STYLE}</style></head><body>
 <h1>SVP evaluation on the held-out identities</h1>
 <p>{cases['reconstruction']} reconstruction and {cases['style_transfer']} style-transfer cases of
-{metrics['frames_per_case']} frames; Euler, {metrics['sampling']['steps']} steps, guidance
-{metrics['sampling']['guidance']:g}, windows of {metrics['sampling']['window']} frames (the
-generator's own settings). Evaluation set {metrics['evaluation_set']}. Generator:
+{metrics['frames_per_case']} frames; the paper's sampler (Euler, {metrics['sampling']['steps']}
+steps, guidance {metrics['sampling']['guidance']:g}) unless a row says otherwise, windows of
+{metrics['sampling']['window']} frames (the generator's own settings). Evaluation set
+{metrics['evaluation_set']}. Generator:
 {html.escape(metrics['generator']['folder'])} (digest {metrics['generator']['digest'][:16]}),
 parts {html.escape(str(metrics['generator']['parts']))}.</p>
 <p>Sync-C / Sync-D: SyncNet confidence and distance against the target's speech
 (syncnet_python's procedure; the network is <code>train_syncnet</code>'s, so the numbers are on
 its own scale, not syncnet_v2's). CSIM: cosine similarity of dlib's face-recognition embedding
-to the reference image. "Real clips" is their ceiling; "other speech" the lip-sync floor.</p>
+to the reference image. "Real clips" is their ceiling; "other speech" the lip-sync floor.
+{_identity_note(metrics.get('identity_network') or {})}</p>
 <h2>Table 1: reconstruction (own first frame, audio, Head-Kps and style)</h2>
 {_protocol_table(metrics['reconstruction'])}
 <h2>Table 2: style transfer (neutral reference, an emotional clip's audio, Head-Kps, style)</h2>
@@ -112,6 +172,10 @@ to the reference image. "Real clips" is their ceiling; "other speech" the lip-sy
 {_style_table(metrics['style_clustering'])}
 <h2>Checks</h2>
 {_checks_table(metrics['checks'])}
+<h2>The fast sampler against the paper's</h2>
+{_fast_table(metrics['fast_vs_paper'], metrics['sampling']['fast'])}
+<h2>A long video: identity and lip-sync drift</h2>
+{_long_video(metrics.get('long_video'))}
 <h2>Samples</h2>
 {_videos(videos)}
 </body></html>

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from components.diffusion.frames import Clip, Sample
-from components.generation.pipeline import GenerationInputs, TalkingHeadPipeline
+from components.generation.pipeline import GenerationInputs, Sampling, TalkingHeadPipeline
 from components.generation.style import Style
 
 
@@ -18,21 +20,39 @@ def real_frames(clips: list[Clip], case: Sample, frames: int) -> np.ndarray:
     return clips[case.target].frames(window(clips[case.target], case, frames))
 
 
+def full_inputs(clips: list[Clip], case: Sample, frames: int, style: Style,
+                seed: int) -> GenerationInputs:
+    """The full model's inputs for a case: reference, the target's Head-Kps, speech and style."""
+    target, idx = clips[case.target], window(clips[case.target], case, frames)
+    return GenerationInputs(clips[case.reference].frames(0)[0], target.kps[idx],
+                            target.audio[idx], style.draw(seed))
+
+
+def sampler_rows(pipeline: TalkingHeadPipeline, inputs: GenerationInputs,
+                 samplings: dict[str, Sampling], seed: int) -> dict[str, np.ndarray]:
+    """Sampler name -> the full model's frames with it (the samplers' benchmark)."""
+    return {name: np.stack(list(pipeline(inputs, seed=seed, sampling=sampling)))
+            for name, sampling in samplings.items()}
+
+
 def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, frames: int,
               style: Style, seed: int) -> dict[str, np.ndarray]:
-    """Row name -> (F, R, R, 3) uint8 frames. Every generated row starts from the same noise."""
-    target, reference = clips[case.target], clips[case.reference].frames(0)[0]
-    idx = window(target, case, frames)
+    """Row name -> (F, R, R, 3) uint8 frames. Every generated row starts from the same noise; a
+    generator without a fast sampler has no "fast" row."""
+    full = full_inputs(clips, case, frames, style, seed)
     speech = clips[case.other_speech]
+    idx = window(clips[case.target], case, frames)
 
-    def generate(audio: np.ndarray, drawn: np.ndarray | None, style_scale: float = 1.0):
-        inputs = GenerationInputs(reference, target.kps[idx], audio, drawn)
-        return np.stack(list(pipeline(inputs, seed=seed, style_scale=style_scale)))
+    def generate(inputs: GenerationInputs, style_scale: float = 1.0,
+                 sampling: Sampling | None = None) -> np.ndarray:
+        return np.stack(list(pipeline(inputs, seed=seed, style_scale=style_scale,
+                                      sampling=sampling)))
 
-    own_audio = target.audio[idx]
-    drawn = style.draw(seed)
-    return {"full": generate(own_audio, drawn),
-            "no_style": generate(own_audio, drawn, style_scale=0.0),
-            "mean_style": generate(own_audio, style.draw(seed, use_mean=True)),
-            "other_speech": generate(speech.audio[np.clip(idx, 0, len(speech) - 1)], drawn),
-            "reference_repeated": np.repeat(reference[None], frames, axis=0)}
+    fast = {"fast": generate(full, sampling=pipeline.sampling("fast"))} \
+        if "fast" in pipeline.qualities else {}
+    return {"full": generate(full), **fast,
+            "no_style": generate(full, style_scale=0.0),
+            "mean_style": generate(replace(full, style=style.draw(seed, use_mean=True))),
+            "other_speech": generate(replace(
+                full, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)])),
+            "reference_repeated": np.repeat(full.reference[None], frames, axis=0)}

@@ -23,6 +23,7 @@ One MLflow run in `svp-evaluation` logs all of it.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -31,7 +32,8 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,8 @@ from components.evaluation.fid import InceptionFeatures
 from components.evaluation.frechet import frechet_distance
 from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures
 from components.evaluation.i3d import N_CLASSES
-from components.evaluation.identity import FaceIdentity, cosine
+from components.evaluation.identity import FaceIdentity, cosine, identity_auc
+from components.evaluation.long_video import drift, drift_csv, drift_plot, long_case
 from components.evaluation.metrics import (
     FaceLandmarks,
     frame_metrics,
@@ -62,9 +65,9 @@ from components.evaluation.protocols import (
     style_transfer_cases,
 )
 from components.evaluation.report import side_by_side, write_report
-from components.evaluation.rows import case_rows, real_frames
+from components.evaluation.rows import case_rows, full_inputs, real_frames, sampler_rows
 from components.generation.assemble import load_generator
-from components.generation.pipeline import TalkingHeadPipeline
+from components.generation.pipeline import Sampling, TalkingHeadPipeline
 from components.generation.style import Style
 from components.generation.video_out import write_mp4
 from components.media import decode_audio, folder_hash
@@ -79,7 +82,11 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "svp-evaluation"
 FRAME_METRICS = ("psnr", "ssim", "f_lmd", "m_lmd")
 CASE_METRICS = ("sync_c", "sync_d", "csim")  # measured per case; "real" rows have only these
+LONG_VIDEO_FILES = ("long_video.png", "long_video_frames.png", "long_video.csv")
 CSV_METRICS = ("psnr", "ssim", "f_lmd", "m_lmd", "fid", "fvd", *CASE_METRICS)
+# the fast sampler is held to the paper's on these (True: higher is better)
+FAST_COMPARED = {"m_lmd": False, "f_lmd": False, "fid": False, "fvd": False, "psnr": True,
+                 "sync_c": True, "csim": True}
 
 
 def evaluation_set(clips: list[Clip], cases: dict[str, list[Sample]], cfg: EvaluateConfig) -> str:
@@ -130,6 +137,18 @@ class Measure:
             out.append(nanmean(cosine(embedded, anchor)))
             first += len(video)
         return np.array(out)
+
+    def identity_separation(self, clips: list[Clip], per_clip: int = 3) -> dict[str, float]:
+        """Whether the identity network tells the held-out identities apart on real frames
+        (`per_clip` frames spread over each clip, its stored landmarks): the AUC of cosine
+        similarity for same- against other-identity pairs, and each kind's mean. CSIM means
+        something on these faces only as far as this AUC is above 0.5."""
+        embeddings, identities = [], []
+        for clip in clips:
+            picked = np.linspace(0, len(clip) - 1, per_clip).round().astype(int)
+            embeddings.append(self.identity(clip.frames(picked), clip.landmarks[picked]))
+            identities += [clip.identity] * per_clip
+        return identity_auc(np.concatenate(embeddings), identities)
 
     def features(self, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
         frames = np.concatenate(videos)
@@ -222,48 +241,51 @@ def _json_safe(value):
     return value
 
 
-def _case_speech(sources, clips: list[Clip], case: Sample, frames: int, fps: float,
-                 cache: dict[str, np.ndarray]) -> np.ndarray:
+def speech_reader(sources: pd.Series) -> Callable[[str], np.ndarray]:
+    """sample id -> the clip's speech at 16 kHz, each decoded once."""
+    return functools.cache(lambda sample_id: decode_audio(resolve(sources[sample_id]),
+                                                          SAMPLE_RATE)[0])
+
+
+def _case_speech(speech_of: Callable[[str], np.ndarray], clips: list[Clip], case: Sample,
+                 frames: int, fps: float) -> np.ndarray:
     """MFCCs of the target's speech under the case's window (what the videos are played with)."""
-    sample_id = clips[case.target].sample_id
-    if sample_id not in cache:
-        cache[sample_id] = decode_audio(resolve(sources[sample_id]), SAMPLE_RATE)[0]
     first = round(case.start / fps * SAMPLE_RATE)
-    return mfcc(cache[sample_id][first:first + round(frames / fps * SAMPLE_RATE)], SAMPLE_RATE)
+    speech = speech_of(clips[case.target].sample_id)
+    return mfcc(speech[first:first + round(frames / fps * SAMPLE_RATE)], SAMPLE_RATE)
 
 
-def _generate_and_measure(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Clip],
-                          cases: dict[str, list[Sample]], priors: np.ndarray,
-                          measure: Measure, fps: float, videos_dir: Path
+def _generate_and_measure(cfg: EvaluateConfig, clips: list[Clip],
+                          cases: dict[str, list[Sample]],
+                          make_rows: Callable[[Sample], dict[str, np.ndarray]],
+                          measure: Measure, fps: float, videos_dir: Path | None = None
                           ) -> tuple[dict, dict, dict, list[dict]]:
-    """Every row of every case, generated and measured; the first `report_videos` cases of a
-    protocol also as side-by-side videos in `videos_dir`. Returns the rows' metrics, the
-    per-frame and the per-case values, and the videos."""
-    videos_dir.mkdir()
+    """Every row `make_rows` makes of every case, measured against the real clips (and those as
+    the "real" row); with `videos_dir`, the first `report_videos` cases of a protocol also as
+    side-by-side videos there. Returns the rows' metrics, the per-frame and the per-case
+    values, and the videos."""
     sources = read_index(cfg.features_dir).set_index("sample_id")["video_path"]
     results: dict = {}
     per_frame: dict = {}
     per_case: dict = {}
     videos: list[dict] = []
-    speech_cache: dict[str, np.ndarray] = {}
+    speech_of = speech_reader(sources)
     total = sum(len(c) for c in cases.values())
     done = iter(progress(range(total), total, "evaluate", "cases"))
     for protocol, its_cases in cases.items():
-        generated: dict[str, list[np.ndarray]] = {row: [] for row in ROWS}
+        generated: dict[str, list[np.ndarray]] = {}
         real_videos, speech, references = [], [], []
         for k, case in enumerate(its_cases):
             next(done)
             target = clips[case.target]
-            style = Style.from_prior(priors[case.target, 0], priors[case.target, 1],
-                                     target.sample_id)
-            made = case_rows(pipeline, clips, case, cfg.frames, style, cfg.seed)
+            made = make_rows(case)
             real = real_frames(clips, case, cfg.frames)
             real_videos.append(real)
-            speech.append(_case_speech(sources, clips, case, cfg.frames, fps, speech_cache))
+            speech.append(_case_speech(speech_of, clips, case, cfg.frames, fps))
             references.append(clips[case.reference].frames(0)[0])
-            for row in ROWS:
-                generated[row].append(made[row])
-            if k < cfg.report_videos:
+            for row, frames in made.items():
+                generated.setdefault(row, []).append(frames)
+            if videos_dir is not None and k < cfg.report_videos:
                 name = f"{protocol}_{target.sample_id}"
                 panels = list(side_by_side([real, made["full"], made["no_style"]]))
                 write_mp4(panels, videos_dir / f"{name}.mp4", fps,
@@ -278,7 +300,8 @@ def _generate_and_measure(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, cl
         references = np.stack(references)
         results[protocol], per_frame[protocol], per_case[protocol] = {}, {}, {}
         for row, row_videos, row_features in (
-                *((r, generated[r], None) for r in ROWS), ("real", real_videos, real_features)):
+                *((r, v, None) for r, v in generated.items()),
+                ("real", real_videos, real_features)):
             row_features = row_features or measure.features(row_videos)
             cased = measure.sync(row_videos, speech) | {
                 "csim": measure.csim(row_videos, row_features["landmarks"], references)}
@@ -293,6 +316,48 @@ def _generate_and_measure(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, cl
     return results, per_frame, per_case, videos
 
 
+def _absent_rows(results: dict, per_frame: dict, per_case: dict, n_cases: dict[str, int],
+                 frames: int) -> None:
+    """Rows the generator cannot make (the fast sampler of one assembled before it) as
+    unmeasured: NaN everywhere, shown as "–"."""
+    for protocol in PROTOCOLS:
+        for row in ROWS:
+            if row not in results[protocol]:
+                log.warning("this generator has no %s row: it is reported as not measured", row)
+                results[protocol][row] = dict.fromkeys((*FRAME_METRICS, "fid", "fvd",
+                                                        *CASE_METRICS), float("nan"))
+                per_frame[protocol][row] = {m: np.full(n_cases[protocol] * frames, np.nan)
+                                            for m in FRAME_METRICS}
+                per_case[protocol][row] = {m: np.full(n_cases[protocol], np.nan)
+                                           for m in (*CASE_METRICS, "av_offset")}
+
+
+def fast_vs_paper(results: dict, per_frame: dict, per_case: dict, frames: int,
+                  tolerance: float) -> dict:
+    """The fast sampler against the paper's, per protocol and metric: each one's value, the
+    relative change (positive: worse), its standard error over the cases where one exists
+    (FID and FVD are set-level), and whether it stays within `tolerance`."""
+    out: dict = {}
+    for protocol in PROTOCOLS:
+        out[protocol] = {}
+        for metric, higher_better in FAST_COMPARED.items():
+            paper, fast = results[protocol]["full"][metric], results[protocol]["fast"][metric]
+            if metric in FRAME_METRICS:
+                _, se = paired_difference(per_frame[protocol]["fast"][metric],
+                                          per_frame[protocol]["full"][metric], frames)
+            elif metric in CASE_METRICS:
+                _, se = paired_difference(per_case[protocol]["fast"][metric],
+                                          per_case[protocol]["full"][metric], 1)
+            else:
+                se = float("nan")
+            sign = -1.0 if higher_better else 1.0
+            worse = sign * (fast - paper) / abs(paper) if paper else float("nan")
+            out[protocol][metric] = {"paper": paper, "fast": fast, "worse": worse,
+                                     "se": se / abs(paper) if paper else float("nan"),
+                                     "within": bool(np.isfinite(worse) and worse <= tolerance)}
+    return out
+
+
 def _metrics(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Clip],
              cases: dict[str, list[Sample]], results: dict, per_frame: dict,
              per_case: dict) -> dict:
@@ -302,21 +367,37 @@ def _metrics(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Cli
                "checks": _checks(results, per_frame, per_case, cfg.frames),
                "style_clustering": _style_table(Path(cfg.style_report)),
                "cases": {p: len(c) for p, c in cases.items()}, "frames_per_case": cfg.frames,
+               "fast_vs_paper": fast_vs_paper(results, per_frame, per_case, cfg.frames,
+                                              cfg.fast_tolerance),
                "sampling": {"steps": pipeline.config.steps,
                             "guidance": pipeline.config.guidance,
-                            "window": pipeline.config.window, "overlap": pipeline.config.overlap},
+                            "window": pipeline.config.window, "overlap": pipeline.config.overlap,
+                            "fast": pipeline.config.get("fast")},
                "evaluation_set": evaluation_set(clips, cases, cfg),
                "generator": {"folder": cfg.generator, "digest": folder_hash(cfg.generator),
                              "parts": pipeline.config.parts}}
     return _json_safe(metrics)
 
 
-def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
-    """Measure the generator folder `cfg.generator` (`log_run` False: no MLflow run, as a dry
-    run's re-measurement of the champion)."""
-    started = time.time()
+@dataclass
+class EvaluationSetup:
+    """What both `evaluate` and the samplers' benchmark start from."""
+
+    fps: float
+    dlib_predictor: str
+    clips: list[Clip]
+    cases: dict[str, list[Sample]]
+    pipeline: TalkingHeadPipeline
+    priors: np.ndarray
+
+    def style(self, case: Sample) -> Style:
+        target = self.clips[case.target]
+        return Style.from_prior(self.priors[case.target, 0], self.priors[case.target, 1],
+                                target.sample_id)
+
+
+def evaluation_setup(cfg: EvaluateConfig) -> EvaluationSetup:
     features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
-    fps = float(features["fps"])
     clips = load_clips(cfg.latents_dir, cfg.features_dir, "test")
     cases = {"reconstruction": reconstruction_cases(clips, cfg.reconstruction_clips, cfg.frames),
              "style_transfer": style_transfer_cases(clips, cfg.style_transfer_clips, cfg.frames,
@@ -328,18 +409,90 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
     priors = style_priors(pipeline.style_extractor, cfg.features_dir,
                           [c.sample_id for c in clips],
                           pipeline.denoiser.config.style_config["style_dim"])
+    return EvaluationSetup(float(features["fps"]), features["dlib_predictor"], clips, cases,
+                           pipeline, priors)
+
+
+def sampler_quality(cfg: EvaluateConfig, samplings: dict[str, Sampling]) -> dict:
+    """The full model of `cfg.generator` sampled each way on evaluate's cases, measured as
+    evaluate measures: protocol -> sampler name -> metrics, and each sampler against the first
+    (`fast_vs_paper`'s comparison, with its standard errors)."""
+    setup = evaluation_setup(cfg)
+
+    def make_rows(case: Sample) -> dict[str, np.ndarray]:
+        inputs = full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed)
+        return sampler_rows(setup.pipeline, inputs, samplings, cfg.seed)
+
+    results, per_frame, per_case, _ = _generate_and_measure(
+        cfg, setup.clips, setup.cases, make_rows,
+        Measure(cfg, FaceLandmarks(setup.dlib_predictor)), setup.fps)
+    first = next(iter(samplings))
+    against = {name: fast_vs_paper(*(
+        {p: {"full": values[p][first], "fast": values[p][name]} for p in PROTOCOLS}
+        for values in (results, per_frame, per_case)), cfg.frames, cfg.fast_tolerance)
+        for name in samplings}
+    return {"metrics": results, "against_first": against}
+
+
+def _long_video(cfg: EvaluateConfig, setup: EvaluationSetup, measure: Measure,
+                folder: Path) -> dict:
+    """The long-video case (`long_video.py`), made with the generator's fastest sampler (the
+    one `svp generate` runs by default); its plot, frames and per-segment table written to
+    `folder`."""
+    first = setup.cases["reconstruction"][0]
+    sources = read_index(cfg.features_dir).set_index("sample_id")["video_path"]
+    case = long_case(setup.clips, setup.clips[first.target].identity, cfg.long_video_s,
+                     setup.fps, speech_reader(sources), setup.style(first), cfg.seed)
+    chosen = setup.pipeline.qualities[-1]
+    started = time.time()
+    frames = np.stack(list(setup.pipeline(case.inputs, seed=cfg.seed,
+                                          sampling=setup.pipeline.sampling(chosen))))
+    took = time.time() - started
+    result = {"identity": case.identity, "clips": case.clips, "frames": len(frames),
+              "seconds": len(frames) / setup.fps, "segment_s": cfg.long_video_segment_s,
+              "sampler": chosen, "generation_s": round(took, 1),
+              **drift(measure, frames, case, setup.fps, cfg.long_video_segment_s),
+              "real": drift(measure, case.real, case, setup.fps, cfg.long_video_segment_s)}
+    drift_plot(result, folder / "long_video.png")
+    picked = np.linspace(0, len(frames) - 1, 5).round().astype(int)
+    write_png(folder / "long_video_frames.png", next(side_by_side(
+        [image[None] for image in (case.inputs.reference, *frames[picked])])))
+    write_text(folder / "long_video.csv", drift_csv(result))
+    log.info("long video: %d s in %.0f s; CSIM slope %+.3f/min, Sync-C slope %+.3f/min",
+             result["seconds"], took, result["csim_slope_per_min"],
+             result["sync_c_slope_per_min"])
+    return result
+
+
+def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
+    """Measure the generator folder `cfg.generator` (`log_run` False: no MLflow run, as a dry
+    run's re-measurement of the champion)."""
+    started = time.time()
+    setup = evaluation_setup(cfg)
+    clips, cases, pipeline = setup.clips, setup.cases, setup.pipeline
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # the videos are made in a staging folder that replaces videos/ only when all is done:
     # a failed run keeps the last report whole
     with tempfile.TemporaryDirectory(dir=out, prefix=".videos.") as staging:
         videos_dir = Path(staging) / "videos"
+        videos_dir.mkdir()
+
+        def make_rows(case: Sample) -> dict[str, np.ndarray]:
+            return case_rows(pipeline, clips, case, cfg.frames, setup.style(case), cfg.seed)
+
+        measure = Measure(cfg, FaceLandmarks(setup.dlib_predictor))
         results, per_frame, per_case, videos = _generate_and_measure(
-            cfg, pipeline, clips, cases, priors, Measure(cfg, FaceLandmarks(
-                features["dlib_predictor"])), fps, videos_dir)
+            cfg, clips, cases, make_rows, measure, setup.fps, videos_dir)
+        _absent_rows(results, per_frame, per_case, {p: len(c) for p, c in cases.items()},
+                     cfg.frames)
         metrics = _metrics(cfg, pipeline, clips, cases, results, per_frame, per_case)
+        metrics["identity_network"] = _json_safe(measure.identity_separation(clips))
+        metrics["long_video"] = _json_safe(_long_video(cfg, setup, measure, Path(staging)))
         shutil.rmtree(out / "videos", ignore_errors=True)
         os.replace(videos_dir, out / "videos")
+        for name in LONG_VIDEO_FILES:
+            os.replace(Path(staging) / name, out / name)
 
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(out / "rows.csv", _rows_csv(results))
@@ -347,10 +500,17 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
     flat = {f"{p}.{row}.{m}": v for p in PROTOCOLS for row, values in metrics[p].items()
             for m, v in values.items() if v is not None}
     flat |= {f"check.{name}": float(c["passed"]) for name, c in metrics["checks"].items()}
+    flat |= {f"identity_network.{k}": v for k, v in metrics["identity_network"].items()
+             if v is not None}
+    flat |= {f"long_video.{k}": v for k, v in metrics["long_video"].items()
+             if isinstance(v, float)}
+    flat |= {f"long_video.real_{k}": v for k, v in metrics["long_video"]["real"].items()
+             if isinstance(v, float)}
     if not log_run:
         return metrics
     log_stage(EXPERIMENT, "evaluate", asdict(cfg) | {"sampling": metrics["sampling"]}, flat,
               [out / "metrics.json", out / "rows.csv", out / "report.html",
+               *(out / name for name in LONG_VIDEO_FILES),
                *sorted((out / "videos").glob("*.mp4"))],
               {"dvc.latents": dvc_out_hash(cfg.latents_dir),
                "svp.evaluation_set": metrics["evaluation_set"]}, started=started)

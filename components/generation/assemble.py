@@ -48,7 +48,7 @@ def new_pipeline(vae: AutoencoderKL, denoiser: Denoiser, diffusion: DiffusionCon
                                diffusion.resolution,
                                steps=s.steps,
                                guidance=s.guidance, window=s.window, overlap=s.overlap,
-                               parts=parts)
+                               parts=parts, fast=asdict(s.fast))
 
 
 def _part(source: str) -> dict:

@@ -1,7 +1,9 @@
 """`svp generate` as a plain function: a portrait, a speech recording and a style in; an mp4
 with the speech muxed in out (frame count = speech duration x fps). The generator is one saved
-`TalkingHeadPipeline`; it samples as it was saved unless the request overrides steps or
-guidance explicitly, which the log and the mp4's metadata then say."""
+`TalkingHeadPipeline`; it samples with one of its saved samplers ("paper": the paper's 25 Euler
+steps with guidance; "fast": a few multistep-solver steps, guidance on the first few) as it was
+saved, unless the request overrides steps or guidance explicitly; the log and the mp4's metadata
+say which sampler ran and every override."""
 
 from __future__ import annotations
 
@@ -21,7 +23,12 @@ from components.features.head_kps import head_kps
 from components.features.landmarks import DlibLandmarks
 from components.generation.head_motion import derived_kps, retargeted_kps
 from components.generation.inputs import read_portrait, read_speech, read_video_landmarks
-from components.generation.pipeline import GenerationInputs, Sampling, TalkingHeadPipeline
+from components.generation.pipeline import (
+    QUALITIES,
+    GenerationInputs,
+    Sampling,
+    TalkingHeadPipeline,
+)
 from components.generation.style import Style, load_style, mix, style_from_video
 from components.generation.video_out import write_mp4
 from components.synth.speech import frame_features
@@ -49,11 +56,15 @@ class Request:
     seed: int = 0
     steps: int | None = None  # None: the generator's own
     guidance: float | None = None  # None: the generator's own
+    quality: str | None = None  # "paper" | "fast"; None: `generate.quality`
 
     def check(self) -> None:
         """Refuse nonsense before anything is loaded: one line each."""
         Sampling(1 if self.steps is None else self.steps,
                  0.0 if self.guidance is None else float(self.guidance))
+        if self.quality is not None and self.quality not in QUALITIES:
+            raise SvpError(f"--quality must be one of {', '.join(QUALITIES)}, got "
+                           f"{self.quality!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
                 not 0 <= self.seed <= MAX_SEED:
             raise SvpError(f"seed must be a whole number in [0, {MAX_SEED}], got {self.seed!r}")
@@ -146,11 +157,23 @@ def provenance(pipeline: TalkingHeadPipeline) -> list[str]:
     return lines + [f"trained on {pipeline.input_settings.config.training_data}"]
 
 
-def sampling_note(pipeline: TalkingHeadPipeline, request: Request) -> str:
-    """What sampled, and which of it the request overrode."""
-    used = pipeline.sampling(request.steps, request.guidance)
-    saved = pipeline.sampling()
-    note = f"{used.steps} steps, guidance {used.guidance:g}"
+def quality(pipeline: TalkingHeadPipeline, asked: str | None, settings: GenerateConfig) -> str:
+    """The sampler `asked` for, else `settings.quality`; a generator without the fast sampler
+    (assembled before it existed) falls back to the paper's unless it was asked for."""
+    if asked is not None:
+        return asked
+    if settings.quality not in pipeline.qualities:
+        log.warning("this generator has no %s sampler: sampling with the paper's",
+                    settings.quality)
+        return "paper"
+    return settings.quality
+
+
+def sampling_note(pipeline: TalkingHeadPipeline, request: Request, chosen: str) -> str:
+    """Which sampler ran, and which of its settings the request overrode."""
+    used = pipeline.sampling(chosen, request.steps, request.guidance)
+    saved = pipeline.sampling(chosen)
+    note = f"{chosen} sampler: {used.describe()}"
     overrides = [f"{name} {getattr(saved, name):g} -> {getattr(used, name):g}"
                  for name in ("steps", "guidance") if getattr(request, name) is not None
                  and getattr(used, name) != getattr(saved, name)]
@@ -170,7 +193,9 @@ def generate(pipeline: TalkingHeadPipeline, request: Request,
     models = provenance(pipeline)
     for line in models:
         log.info("model: %s", line)
-    note = sampling_note(pipeline, request)
+    chosen = quality(pipeline, request.quality, settings)
+    sampling = pipeline.sampling(chosen, request.steps, request.guidance)
+    note = sampling_note(pipeline, request, chosen)
     log.info("sampling: %s", note)
     inputs = prepare_inputs(pipeline, request, settings, report)
     fps = pipeline.input_settings.config.fps
@@ -179,7 +204,7 @@ def generate(pipeline: TalkingHeadPipeline, request: Request,
         report(f"denoising: step {step} of {steps}", 0.1 + 0.8 * step / steps)
 
     report("denoising", 0.1)
-    frames = pipeline(inputs, seed=request.seed, steps=request.steps, guidance=request.guidance,
+    frames = pipeline(inputs, seed=request.seed, sampling=sampling,
                       window_batch=settings.window_batch, decode_batch=settings.decode_batch,
                       on_step=step_done)
     source = pipeline.source or pipeline.name_or_path

@@ -6,14 +6,17 @@ by everything that samples (the stage checks, `svp evaluate`, `svp promote`'s re
                 audio windows and style tokens per window
     latents     one noise tensor per video (B, C, T, h, w), from the seed's latent stream
     denoise     per timestep: every window of `window` frames (overlapping by `overlap`) is
-                denoised with classifier-free guidance, the windows' predictions are blended
-                (trapezoid weights, so each frame's prediction fades from one window into the
-                next), and the scheduler steps once over the whole sequence (diffusers' Euler is
-                stateful: one `step` per timestep)
+                denoised (with classifier-free guidance on the sampler's guided steps), the
+                windows' predictions are blended (trapezoid weights, so each frame's prediction
+                fades from one window into the next), and the solver steps once over the whole
+                sequence (diffusers' solvers are stateful: one `step` per timestep)
     decode      the VAE decodes `decode_batch` frames at a time, yielded as they are decoded
 
-`save_pretrained` writes `model_index.json` (the parts, and how it samples: steps, guidance,
-window, overlap, plus where its parts came from), the scheduler's config and each part's
+Two samplers: "paper" (Euler, `steps` steps, guidance on every step: 2 denoiser passes a step)
+and "fast" (DPM-Solver++ at 5 steps, no guidance on the first, highest-noise one: 9 passes a
+step's window instead of 50, benchmarks/generation.md). `save_pretrained` writes
+`model_index.json` (the parts, and how it samples: both samplers, window, overlap, plus where
+its parts came from), the scheduler's config and each part's
 `save_pretrained` folder; `from_pretrained` reads them back, so a saved generator samples as it
 was saved whatever params say now. Blending predictions at every timestep (V-Express's and
 MuseV's context windows) keeps the whole video one sample of the model: there is no window
@@ -25,17 +28,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, EulerDiscreteScheduler
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor
 
 from components.diffusion.frames import audio_windows, kps_images
 from components.diffusion.models.denoiser import Denoiser
+from components.diffusion.models.schedule import SOLVERS, solver_scheduler
 from components.diffusion.models.vae import decode, encode
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
@@ -57,19 +62,54 @@ class GenerationInputs:
             raise SvpError(f"{len(self.kps)} Head-Kps frames but {len(self.audio)} audio frames")
 
 
+QUALITIES = ("paper", "fast")
+
+
+def _whole(value, least: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """How a call samples: the generator's saved settings unless a caller overrides them."""
+    """How a call samples: one of the generator's saved samplers unless a caller overrides its
+    steps or guidance. `guidance_from`: classifier-free guidance from that step on (0-based);
+    the first, highest-noise steps' guidance buys little (Kynkäänniemi et al. 2024, "Applying
+    guidance in a limited interval"), while the last ones' is what lip sync needs (measured:
+    guiding only the first steps of 4-8 cost 4-21% of Sync-C)."""
 
     steps: int
     guidance: float
+    solver: str = "euler"
+    guidance_from: int = 0
 
     def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+        if not _whole(self.steps, 1):
             raise SvpError(f"steps must be a whole number of at least 1, got {self.steps!r}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise SvpError(f"guidance must be a finite number of at least 0, got "
                            f"{self.guidance!r}")
+        if self.solver not in SOLVERS:
+            raise SvpError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if not _whole(self.guidance_from, 0):
+            raise SvpError(f"guidance_from must be a whole number of at least 0, got "
+                           f"{self.guidance_from!r}")
+
+    def guided(self, step: int) -> bool:
+        """Whether step `step` (0-based) is guided."""
+        return self.guidance != 1.0 and step >= self.guidance_from
+
+    @property
+    def passes(self) -> int:
+        """Denoiser passes a window costs."""
+        return sum(2 if self.guided(i) else 1 for i in range(self.steps))
+
+    def describe(self) -> str:
+        first = self.guidance_from + 1
+        guided = "every step" if first == 1 else "no step" if first > self.steps else \
+            f"step {first}" if first == self.steps else f"steps {first}-{self.steps}"
+        guidance = "no guidance" if self.guidance == 1.0 else \
+            f"guidance {self.guidance:g} on {guided}"
+        return f"{self.solver}, {self.steps} steps, {guidance} ({self.passes} denoiser passes)"
 
 
 def window_starts(n_frames: int, window: int, overlap: int) -> list[int]:
@@ -95,7 +135,7 @@ def _twice(x: Tensor | None) -> Tensor | None:
     return None if x is None else torch.cat([x, x])
 
 
-def guided_prediction(denoiser: Denoiser, scheduler: EulerDiscreteScheduler, latents: Tensor,
+def guided_prediction(denoiser: Denoiser, scheduler: SchedulerMixin, latents: Tensor,
                       t: Tensor, reference: dict[str, Tensor], kps: Tensor,
                       audio: Tensor | None, style: Tensor | None, guidance: float,
                       style_scale: float = 1.0) -> Tensor:
@@ -117,7 +157,7 @@ def guided_prediction(denoiser: Denoiser, scheduler: EulerDiscreteScheduler, lat
 
 class TalkingHeadPipeline(DiffusionPipeline):
     # the stage checks sample without these; a saved generator has them (style presets since
-    # the demo: an older generator loads without them)
+    # the demo, the fast sampler since issue #22: an older generator loads without them)
     _optional_components: ClassVar[list[str]] = ["style_extractor", "input_settings",
                                                  "style_presets"]
 
@@ -126,7 +166,7 @@ class TalkingHeadPipeline(DiffusionPipeline):
                  input_settings: InputSettings | None = None,
                  style_presets: StylePresets | None = None, resolution: int = 64,
                  steps: int = 25, guidance: float = 2.0, window: int = 16, overlap: int = 4,
-                 parts: dict | None = None):
+                 parts: dict | None = None, fast: dict | None = None):
         super().__init__()
         limit = denoiser.max_frames
         if limit is not None and window > limit:
@@ -134,40 +174,60 @@ class TalkingHeadPipeline(DiffusionPipeline):
         if not 0 <= overlap < window:
             raise SvpError(f"overlap must lie in [0, window), got {overlap}")
         Sampling(steps, guidance)
+        if fast is not None:
+            Sampling(**fast)
         self.register_modules(vae=vae.eval(), denoiser=denoiser.eval(), scheduler=scheduler,
                               style_extractor=style_extractor and style_extractor.eval(),
                               input_settings=input_settings, style_presets=style_presets)
         self.register_to_config(resolution=resolution, steps=steps, guidance=guidance,
-                                window=window, overlap=overlap, parts=parts or {})
+                                window=window, overlap=overlap, parts=parts or {}, fast=fast)
         self.source = None  # where it was loaded from (`assemble.load_generator`)
 
     @property
     def device(self) -> torch.device:
         return self.denoiser.device
 
-    def sampling(self, steps: int | None = None, guidance: float | None = None) -> Sampling:
-        """The saved settings, with a caller's explicit overrides (None: the saved value)."""
-        return Sampling(self.config.steps if steps is None else steps,
-                        float(self.config.guidance if guidance is None else guidance))
+    def sampling(self, quality: str = "paper", steps: int | None = None,
+                 guidance: float | None = None) -> Sampling:
+        """The saved sampler `quality`, with a caller's explicit overrides (None: the saved
+        value)."""
+        if quality not in QUALITIES:
+            raise SvpError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+        if quality == "paper":
+            saved = Sampling(self.config.steps, float(self.config.guidance))
+        elif self.config.get("fast") is None:
+            raise SvpError("this generator has no fast sampler (it was assembled before there "
+                           "was one): run `svp assemble` again, or use the paper sampler")
+        else:
+            saved = Sampling(**self.config.fast)
+        overrides = {name: value for name, value in (("steps", steps), ("guidance", guidance))
+                     if value is not None}
+        return replace(saved, **overrides) if overrides else saved
+
+    @property
+    def qualities(self) -> tuple[str, ...]:
+        """The samplers this generator has, the fastest last."""
+        return QUALITIES if self.config.get("fast") is not None else ("paper",)
 
     @torch.no_grad()
-    def __call__(self, inputs: GenerationInputs, *, seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, style_scale: float = 1.0,
+    def __call__(self, inputs: GenerationInputs, *, seed: int = 0,
+                 sampling: Sampling | None = None, style_scale: float = 1.0,
                  window_batch: int = 4, decode_batch: int = 16,
                  on_step: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
         """One video's frames (R, R, 3) uint8, in order, decoded as they are needed;
-        `on_step(step, steps)` after each denoising step."""
-        latents = self.denoise([inputs], self.sampling(steps, guidance), seed, style_scale,
+        `on_step(step, steps)` after each denoising step. `sampling`: the paper sampler unless
+        given (`self.sampling(...)`)."""
+        latents = self.denoise([inputs], sampling or self.sampling(), seed, style_scale,
                                window_batch, on_step)
         yield from self.decode_frames(latents[0], decode_batch)
 
     @torch.no_grad()
     def generate_batch(self, videos: list[GenerationInputs], *, seed: int = 0,
-                       steps: int | None = None, guidance: float | None = None,
-                       style_scale: float = 1.0, window_batch: int = 4) -> np.ndarray:
+                       sampling: Sampling | None = None, style_scale: float = 1.0,
+                       window_batch: int = 4) -> np.ndarray:
         """(B, T, R, R, 3) uint8 for videos of one length (the stage checks' batches); video b
         is what `__call__` makes of it alone."""
-        latents = self.denoise(videos, self.sampling(steps, guidance), seed, style_scale,
+        latents = self.denoise(videos, sampling or self.sampling(), seed, style_scale,
                                window_batch)
         return np.stack([np.stack(list(self.decode_frames(v))) for v in latents])
 
@@ -190,7 +250,7 @@ class TalkingHeadPipeline(DiffusionPipeline):
             torch.from_numpy(np.stack([v.style for v in videos])).to(device)
 
         # latents: one noise tensor per video, from the seed's latent stream
-        scheduler = self.scheduler
+        scheduler = solver_scheduler(self.scheduler.config, sampling.solver)
         scheduler.set_timesteps(sampling.steps, device=device)
         shape = (1, reference.shape[1], n, *reference.shape[2:])
         latents = torch.cat([torch.randn(shape, generator=torch_generator(seed, "latents", b))
@@ -211,7 +271,7 @@ class TalkingHeadPipeline(DiffusionPipeline):
                     torch.cat([latents[:, :, s:s + window] for s in chunk]), t,
                     {name: f.repeat(k, *([1] * (f.dim() - 1))) for name, f in bank.items()},
                     kps, audio, None if style is None else style.repeat(k, 1),
-                    sampling.guidance, style_scale)
+                    sampling.guidance if sampling.guided(step) else 1.0, style_scale)
                 for i, s in enumerate(chunk):
                     prediction[:, :, s:s + window] += out[i * b:(i + 1) * b] * \
                         weights[:, None, None]

@@ -3,7 +3,8 @@ with `mlflow models serve`.
 
 A request is one record (or several) with `image` and `audio` as base64 bytes, and optionally
 `style` (a style file's or a style video's bytes) or `style_preset` (the name of one of the
-generator's presets), `seed`, `steps`, `guidance` and `style_mean`; the answer per record is
+generator's presets), `seed`, `quality` ("fast" or "paper"), `steps`, `guidance` and
+`style_mean`; the answer per record is
 `video`: the mp4's bytes in base64. Requests carry bytes:
 a value naming a file on the server is read only when the operator sets `SVP_SERVE_FILES` to a
 folder and the file lies inside it (off by default), so a client cannot make the server read
@@ -93,7 +94,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
                               style_mean=bool(record.get("style_mean", False)),
                               seed=_optional(record, "seed", int) or 0,
                               steps=_optional(record, "steps", int),
-                              guidance=_optional(record, "guidance", float))
+                              guidance=_optional(record, "guidance", float),
+                              quality=_optional(record, "quality", str))
             generate(self.pipeline, request)
             return base64.b64encode(out.read_bytes()).decode()
 

@@ -123,6 +123,16 @@ class Denoiser(ModelMixin, ConfigMixin):
                            cross_attention_kwargs={"inputs": inputs})
         return inputs.bank
 
+    def _kps_features(self, images: Tensor, keep: Tensor) -> Tensor:
+        """The guider's features of the kept images, zeros for the dropped ones (the guider does
+        not run on them: guidance's unconditional half costs it nothing)."""
+        if bool(keep.all()):
+            return self.kps_guider(images)
+        kept = self.kps_guider(images[keep])
+        features = kept.new_zeros(len(images), *kept.shape[1:])
+        features[keep] = kept
+        return features
+
     def forward(self, latents: Tensor, timesteps: Tensor, reference: dict[str, Tensor],
                 kps: Tensor, audio: Tensor | None = None, style: Tensor | None = None,
                 keep: Tensor | None = None, style_scale: float = 1.0) -> Tensor:
@@ -135,9 +145,8 @@ class Denoiser(ModelMixin, ConfigMixin):
             raise SvpError(f"{frames} frames exceed the motion module's limit of "
                            f"{self.max_frames} (diffusion.motion.max_seq_length)")
         keep = torch.ones(b, dtype=torch.bool, device=latents.device) if keep is None else keep
-        per_image = keep.repeat_interleave(frames)
-        kps_features = self.kps_guider(kps.flatten(0, 1).to(latents.dtype))
-        kps_features = kps_features * per_image[:, None, None, None].to(kps_features.dtype)
+        kps_features = self._kps_features(kps.flatten(0, 1).to(latents.dtype),
+                                          keep.repeat_interleave(frames))
         context = self.config.unet_config["cross_attention_dim"]
         if audio is None:
             tokens = latents.new_zeros(b * frames, 1, context)

@@ -4,7 +4,8 @@ Training noises latents and computes the target with diffusers' `DDPMScheduler`;
 `EulerDiscreteScheduler` built from the same betas, prediction type (v-prediction), zero-SNR
 rescaling and trailing timestep spacing (V-Express's setup), so the model is sampled with exactly
 the schedule it was trained on (the peers' mixed `linear`/`scaled_linear` configs are a known
-pitfall).
+pitfall). The fast sampler's multistep solvers (`solver_scheduler`) are built from that same
+config: DPM-Solver++ (2M, the solver of EchoMimic's and LatentSync's fast paths) and UniPC.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import torch
-from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from diffusers import (
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import compute_snr
 
 from components.config import NoiseConfig
@@ -24,6 +31,23 @@ def training_scheduler(cfg: NoiseConfig) -> DDPMScheduler:
 
 def sampling_scheduler(cfg: NoiseConfig) -> EulerDiscreteScheduler:
     return EulerDiscreteScheduler(**asdict(cfg))
+
+
+SOLVERS = ("euler", "dpmsolver++", "unipc")
+
+
+def solver_scheduler(config: dict, solver: str) -> SchedulerMixin:
+    """A fresh scheduler of `solver` on the noise schedule `config` (a saved scheduler's): each
+    call samples with its own, so concurrent calls never share a stateful solver."""
+    if solver == "euler":
+        return EulerDiscreteScheduler.from_config(config)
+    if solver == "dpmsolver++":  # second order, ending on sigma 0 as Euler does
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
+    if solver == "unipc":
+        return UniPCMultistepScheduler.from_config(config, solver_order=2,
+                                                   final_sigmas_type="zero")
+    raise ValueError(f"unknown solver {solver!r}; one of {', '.join(SOLVERS)}")
 
 
 def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
