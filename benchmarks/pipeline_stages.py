@@ -17,10 +17,12 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from table import emit
 
-STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_vae", "latents",
+STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_syncnet",
+          "train_vae", "latents",
           "train_stage1", "train_stage2", "train_stage3", "assemble", "evaluate", "promote")
 HEADLINES = {  # metric keys worth a column, per stage
     "train_style": ("clustering_strength.both", "random_init.both"),
+    "train_syncnet": ("offset_within_1", "sync_c.own_speech", "sync_c.other_speech"),
     "train_vae": ("reconstruction_psnr",),
     "train_stage1": ("kps_error_generated", "kps_error_reference", "psnr",
                      "learned.follows_head_kps"),
@@ -29,7 +31,10 @@ HEADLINES = {  # metric keys worth a column, per stage
     "train_stage3": ("f_lmd_style", "f_lmd_no_style", "learned.style_moves_expression"),
     "evaluate": ("reconstruction.full.m_lmd", "reconstruction.other_speech.m_lmd",
                  "style_transfer.full.f_lmd", "style_transfer.no_style.f_lmd",
-                 "style_transfer.full.fid", "reconstruction.full.fvd"),
+                 "style_transfer.full.fid", "reconstruction.full.fvd",
+                 "reconstruction.full.sync_c", "reconstruction.real.sync_c",
+                 "style_transfer.full.csim", "seconds.setup_and_rows", "seconds.sync",
+                 "seconds.csim", "seconds.identity_network", "seconds.long_video"),
 }
 
 

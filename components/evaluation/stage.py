@@ -105,17 +105,25 @@ def evaluation_set(clips: list[Clip], cases: dict[str, list[Sample]], cfg: Evalu
 
 class Measure:
     """Landmarks, Inception and I3D features, computed once per set of frames; Sync-C / Sync-D
-    and CSIM per case."""
+    and CSIM per case. `seconds` adds up the time spent in Sync-C / Sync-D and in CSIM."""
 
     def __init__(self, cfg: EvaluateConfig, detector: FaceLandmarks):
         self.cfg, self.detector = cfg, detector
         self.inception, self.i3d = InceptionFeatures(cfg.inception), I3DFeatures(cfg.i3d)
         self.syncnet = load_syncnet(cfg.syncnet) if cfg.syncnet else None
         self.identity = FaceIdentity(cfg.face_recognition)
+        self.seconds = {"sync": 0.0, "csim": 0.0}
 
     def sync(self, videos: list[np.ndarray], speech: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Per case: Sync-C, Sync-D and the AV offset of each video with its speech (MFCCs);
         NaN without a SyncNet."""
+        started = time.time()
+        try:
+            return self._sync(videos, speech)
+        finally:
+            self.seconds["sync"] += time.time() - started
+
+    def _sync(self, videos: list[np.ndarray], speech: list[np.ndarray]) -> dict[str, np.ndarray]:
         if self.syncnet is None:
             return {k: np.full(len(videos), np.nan) for k in ("sync_c", "sync_d", "av_offset")}
         size, region = self.syncnet.config.face_size, self.syncnet.config.face_region
@@ -129,6 +137,7 @@ class Measure:
              references: np.ndarray) -> np.ndarray:
         """Per case: the mean CSIM of every `csim_every`-th frame to the case's reference (NaN
         where dlib finds no face); `landmarks` are the videos' frames', concatenated."""
+        started = time.time()
         anchors = self.identity(references, self.detector(references))
         out, first = [], 0
         for video, anchor in zip(videos, anchors, strict=True):
@@ -136,6 +145,7 @@ class Measure:
             embedded = self.identity(video[picked], landmarks[first + picked])
             out.append(nanmean(cosine(embedded, anchor)))
             first += len(video)
+        self.seconds["csim"] += time.time() - started
         return np.array(out)
 
     def identity_separation(self, clips: list[Clip], per_clip: int = 3) -> dict[str, float]:
@@ -487,8 +497,12 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
         _absent_rows(results, per_frame, per_case, {p: len(c) for p, c in cases.items()},
                      cfg.frames)
         metrics = _metrics(cfg, pipeline, clips, cases, results, per_frame, per_case)
+        seconds = {"setup_and_rows": time.time() - started, **measure.seconds}
+        mark = time.time()
         metrics["identity_network"] = _json_safe(measure.identity_separation(clips))
+        seconds["identity_network"], mark = time.time() - mark, time.time()
         metrics["long_video"] = _json_safe(_long_video(cfg, setup, measure, Path(staging)))
+        seconds["long_video"] = time.time() - mark
         shutil.rmtree(out / "videos", ignore_errors=True)
         os.replace(videos_dir, out / "videos")
         for name in LONG_VIDEO_FILES:
@@ -506,6 +520,8 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
              if isinstance(v, float)}
     flat |= {f"long_video.real_{k}": v for k, v in metrics["long_video"]["real"].items()
              if isinstance(v, float)}
+    flat |= {f"seconds.{part}": round(v, 1) for part, v in seconds.items()}
+    log.info("evaluate took %s s", {part: round(v) for part, v in seconds.items()})
     if not log_run:
         return metrics
     log_stage(EXPERIMENT, "evaluate", asdict(cfg) | {"sampling": metrics["sampling"]}, flat,
