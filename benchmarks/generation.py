@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from table import emit
+from table import cpu_name, emit
 
 from components.config import load_params
 from components.evaluation.stage import FAST_COMPARED, sampler_quality
@@ -53,14 +52,6 @@ def samplers(pipeline: TalkingHeadPipeline) -> dict[str, Sampling]:
     """The paper sampler first, the generator's fast one, then the variants it is not."""
     own = {"paper": pipeline.sampling("paper"), "fast (the generator's)": pipeline.sampling("fast")}
     return own | {name: s for name, s in VARIANTS.items() if s not in own.values()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (platform.processor() says only "x86_64" on Linux)."""
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.is_file() else []
-    return names[0] if names else platform.machine()
 
 
 def held_out_media(folder: Path, seconds: float) -> tuple[str, str]:

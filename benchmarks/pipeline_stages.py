@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from table import emit
+from table import cpu_name, emit
 
 STAGES = ("synth", "ingest", "validate", "features", "train_style", "train_syncnet",
           "train_vae", "latents",
@@ -45,7 +44,7 @@ def main() -> None:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('.svp/mlflow.db').resolve()}"
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
              "embedded default profile (`params.yaml`).", "",
              "| stage | minutes | steps | measured |", "|---|---|---|---|"]
     total = 0.0

@@ -74,8 +74,7 @@ def drift(measure, frames: np.ndarray, case: LongCase, fps: float, segment_s: fl
     speech = [mfcc(case.speech[round(s / fps * SAMPLE_RATE):round((s + per) / fps * SAMPLE_RATE)],
                    SAMPLE_RATE) for s in starts]
     sync = measure.sync(segments, speech)
-    csim = measure.csim(segments, measure.detector(np.concatenate(segments)),
-                        np.repeat(case.inputs.reference[None], len(segments), axis=0))
+    csim = measure.csim(segments, np.repeat(case.inputs.reference[None], len(segments), axis=0))
     times = np.array(starts) / fps + segment_s / 2
     return {"segments": [{"start_s": round(s / fps, 2), "csim": float(c),
                           "sync_c": float(sc), "sync_d": float(sd)}

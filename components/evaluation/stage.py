@@ -133,16 +133,19 @@ class Measure:
                 "sync_d": np.array([s.distance for s in scores]),
                 "av_offset": np.array([s.offset for s in scores], np.float64)}
 
-    def csim(self, videos: list[np.ndarray], landmarks: np.ndarray,
-             references: np.ndarray) -> np.ndarray:
+    def csim(self, videos: list[np.ndarray], references: np.ndarray,
+             landmarks: np.ndarray | None = None) -> np.ndarray:
         """Per case: the mean CSIM of every `csim_every`-th frame to the case's reference (NaN
-        where dlib finds no face); `landmarks` are the videos' frames', concatenated."""
+        where dlib finds no face); `landmarks`: the videos' frames', concatenated, where they
+        are known (else found here, on the frames measured only)."""
         started = time.time()
         anchors = self.identity(references, self.detector(references))
         out, first = [], 0
         for video, anchor in zip(videos, anchors, strict=True):
             picked = np.arange(0, len(video), self.cfg.csim_every)
-            embedded = self.identity(video[picked], landmarks[first + picked])
+            marks = self.detector(video[picked]) if landmarks is None else \
+                landmarks[first + picked]
+            embedded = self.identity(video[picked], marks)
             out.append(nanmean(cosine(embedded, anchor)))
             first += len(video)
         self.seconds["csim"] += time.time() - started
@@ -314,7 +317,7 @@ def _generate_and_measure(cfg: EvaluateConfig, clips: list[Clip],
                 ("real", real_videos, real_features)):
             row_features = row_features or measure.features(row_videos)
             cased = measure.sync(row_videos, speech) | {
-                "csim": measure.csim(row_videos, row_features["landmarks"], references)}
+                "csim": measure.csim(row_videos, references, row_features["landmarks"])}
             per_case[protocol][row] = cased
             summary = {m: nanmean(cased[m]) for m in CASE_METRICS}
             if row != "real":
