@@ -31,6 +31,7 @@ def keep_only_if_made_by(folder: str | Path, recipe: dict) -> bool:
     (params, code or input versions); otherwise empty it. Returns True if it was emptied."""
     folder = Path(folder)
     marker = folder / "config.json"
+    recipe = json.loads(json.dumps(recipe))  # as it reads back: a params tuple becomes a list
     stale = marker.exists() and json.loads(marker.read_text()) != recipe
     if stale:
         shutil.rmtree(folder)

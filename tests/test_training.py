@@ -18,6 +18,7 @@ from components.training import ray_fit
 from components.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    prepare_checkpoint_dir,
     read_state,
     save_checkpoint,
 )
@@ -83,6 +84,17 @@ def test_optimizer_and_rng_state_come_back(tmp_path):
     assert other_opt.state_dict()["param_groups"][0]["lr"] == 1e-2
     saved = optimizer.state_dict()["state"][0]["exp_avg"]
     torch.testing.assert_close(other_opt.state_dict()["state"][0]["exp_avg"], saved)
+
+
+def test_checkpoints_of_the_same_recipe_are_kept_and_of_another_cleared(tmp_path):
+    folder = tmp_path / "checkpoints"
+    recipe = {"channels": (16, 32), "seed": 0}  # tuples, as the params' dataclasses hold them
+    assert not prepare_checkpoint_dir(folder, recipe)
+    (folder / "step_0000100").mkdir()
+    assert not prepare_checkpoint_dir(folder, dict(recipe))
+    assert (folder / "step_0000100").is_dir()
+    assert prepare_checkpoint_dir(folder, recipe | {"seed": 1})
+    assert not (folder / "step_0000100").exists()
 
 
 def test_keeps_the_last_n_and_ignores_half_written_folders(tmp_path):

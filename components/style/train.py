@@ -70,7 +70,7 @@ def train_loop(config: dict) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
     metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
     run_steps(settings, model, optimizer, step, start=start, history=history, rank=rank,

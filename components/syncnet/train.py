@@ -62,8 +62,8 @@ def train_loop(config: dict) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss), "accuracy": sync_accuracy(face.detach(), audio.detach(),
-                                                                shifted.detach())}
+        face, audio, shifted = face.detach(), audio.detach(), shifted.detach()
+        return {"loss": float(loss.detach()), "accuracy": sync_accuracy(face, audio, shifted)}
 
     metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
     run_steps(settings, model, optimizer, step, start=start, history=history, rank=rank,
