@@ -118,17 +118,12 @@ class Measure:
         """Per case: Sync-C, Sync-D and the AV offset of each video with its speech (MFCCs);
         NaN without a SyncNet."""
         started = time.time()
-        try:
-            return self._sync(videos, speech)
-        finally:
-            self.seconds["sync"] += time.time() - started
-
-    def _sync(self, videos: list[np.ndarray], speech: list[np.ndarray]) -> dict[str, np.ndarray]:
         if self.syncnet is None:
             return {k: np.full(len(videos), np.nan) for k in ("sync_c", "sync_d", "av_offset")}
         size, region = self.syncnet.config.face_size, self.syncnet.config.face_region
         scores = [score_windows(self.syncnet, face_windows(v, size, region), s)
                   for v, s in zip(videos, speech, strict=True)]
+        self.seconds["sync"] += time.time() - started
         return {"sync_c": np.array([s.confidence for s in scores]),
                 "sync_d": np.array([s.distance for s in scores]),
                 "av_offset": np.array([s.offset for s in scores], np.float64)}
