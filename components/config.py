@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
 from components.errors import SvpError
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
+
+# bf16 autocast (`components.precision`): auto uses the hardware's bf16 units where it has them;
+# YAML 1.1 reads a bare on / off as a boolean
+Bf16 = Annotated[Literal["auto", "on", "off"], BeforeValidator(
+    lambda v: ("on" if v else "off") if isinstance(v, bool) else v)]
 
 MEAD_EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 
@@ -365,6 +370,7 @@ class TrainVaeConfig:
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
     workers: int = Field(0, ge=0)
+    bf16: Bf16 = "auto"  # bf16 autocast in training (components.precision)
     use_gpu: bool = False
     model_name: str = "svp-vae"
 
@@ -414,7 +420,7 @@ class TrainDenoiserConfig:
     seed: int = 0
     workers: int = Field(0, ge=0)
     use_gpu: bool = False
-    bf16: bool = False  # bf16 autocast (GPUs)
+    bf16: Bf16 = "auto"  # training and its check's sampling
     gradient_checkpointing: bool = False
     model_name: str = "svp-denoiser-stage1"
 
@@ -458,6 +464,7 @@ class GenerateConfig:
     max_audio_s: float = Field(120.0, gt=0)  # longer speech is refused
     head_motion: float = Field(0.03, ge=0)  # derived head sway, share of the face width
     crf: int = Field(18, ge=0, le=51)  # H.264 quality of the mp4
+    bf16: Bf16 = "auto"  # the denoiser under bf16 autocast where the CPU/GPU has bf16 units
 
 
 @dataclass(config=STRICT)
@@ -496,6 +503,7 @@ class EvaluateConfig:
     long_video_s: float = Field(60.0, gt=0, le=600)  # the long-video case; its frames are in memory
     long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long
     seed: int = 0
+    bf16: Bf16 = "auto"  # the denoiser under bf16 autocast where the CPU/GPU has bf16 units
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:

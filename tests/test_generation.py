@@ -628,3 +628,17 @@ def test_hostile_settings_are_refused_before_any_model_is_loaded(tmp_path, monke
     assert re.search(message, str(run.exception)) and "\n" not in str(run.exception)
     assert not Path("out.mp4").exists()
     Request("p.png", "s.wav", str(tmp_path / "out.mp4"), guidance=0.0).check()  # 0 is allowed
+
+
+def test_bf16_autocast_samples_the_same_video_twice_close_to_fp32():
+    """`pipeline.bf16` (`bf16: on`, or `auto` on a CPU with bf16 units) runs the denoiser in
+    bf16 and the sampler's arithmetic in fp32: deterministic, and near the fp32 video."""
+    vae, denoiser = tiny_parts()
+    pipeline = pipeline_of(vae, denoiser, steps=3)
+    inputs = smooth_inputs(6, seed=4)
+    fp32 = np.stack(list(pipeline(inputs, seed=7))).astype(int)
+    pipeline.bf16 = True
+    bf16 = np.stack(list(pipeline(inputs, seed=7))).astype(int)
+    assert np.array_equal(np.stack(list(pipeline(inputs, seed=7))), bf16)
+    difference = np.abs(bf16 - fp32)
+    assert 0 < difference.mean() < 2

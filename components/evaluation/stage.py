@@ -72,6 +72,7 @@ from components.generation.style import Style
 from components.generation.video_out import write_mp4
 from components.media import decode_audio, folder_hash
 from components.paths import resolve
+from components.precision import use_bf16
 from components.progress import progress
 from components.syncnet.registry import load_syncnet
 from components.syncnet.score import SAMPLE_RATE, face_windows, mfcc, score_windows
@@ -414,6 +415,7 @@ def evaluation_setup(cfg: EvaluateConfig) -> EvaluationSetup:
         raise SvpError(f"{cfg.latents_dir}: no style-transfer case (the test split needs an "
                        "emotional clip of an identity that also has a neutral clip)")
     pipeline = load_generator(cfg.generator)
+    pipeline.bf16 = use_bf16(cfg.bf16, pipeline.device, "evaluate")
     priors = style_priors(pipeline.style_extractor, cfg.features_dir,
                           [c.sample_id for c in clips],
                           pipeline.denoiser.config.style_config["style_dim"])

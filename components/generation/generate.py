@@ -31,6 +31,7 @@ from components.generation.pipeline import (
 )
 from components.generation.style import Style, load_style, mix, style_from_video
 from components.generation.video_out import write_mp4
+from components.precision import use_bf16
 from components.synth.speech import frame_features
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ def generate(pipeline: TalkingHeadPipeline, request: Request,
         log.info("model: %s", line)
     chosen = quality(pipeline, request.quality, settings)
     sampling = pipeline.sampling(chosen, request.steps, request.guidance)
-    note = sampling_note(pipeline, request, chosen)
+    pipeline.bf16 = use_bf16(settings.bf16, pipeline.device, "generate")
+    note = sampling_note(pipeline, request, chosen) + ("; bf16 autocast" if pipeline.bf16 else "")
     log.info("sampling: %s", note)
     inputs = prepare_inputs(pipeline, request, settings, report)
     fps = pipeline.input_settings.config.fps

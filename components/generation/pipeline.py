@@ -45,6 +45,7 @@ from components.diffusion.models.vae import decode, encode
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
 from components.generation.style_presets import StylePresets
+from components.precision import autocast
 from components.progress import progress
 from components.style.extractor import StyleExtractor
 from components.training.seeds import torch_generator
@@ -144,14 +145,14 @@ def guided_prediction(denoiser: Denoiser, scheduler: SchedulerMixin, latents: Te
     what `uncond_probability` trained), then with them. Guidance 1 needs only the second."""
     model_input = scheduler.scale_model_input(latents, t)
     b = len(latents)
-    if guidance == 1.0:
+    if guidance == 1.0:  # fp32 out, also under bf16 autocast
         return denoiser(model_input, t.expand(b), reference, kps, audio, style, None,
-                        style_scale)
+                        style_scale).float()
     keep = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
     prediction = denoiser(_twice(model_input), t.expand(2 * b),
                           {name: _twice(f) for name, f in reference.items()}, _twice(kps),
                           _twice(audio), _twice(style), keep.to(latents.device), style_scale)
-    uncond, cond = prediction.chunk(2)
+    uncond, cond = prediction.float().chunk(2)
     return uncond + guidance * (cond - uncond)
 
 
@@ -182,6 +183,7 @@ class TalkingHeadPipeline(DiffusionPipeline):
         self.register_to_config(resolution=resolution, steps=steps, guidance=guidance,
                                 window=window, overlap=overlap, parts=parts or {}, fast=fast)
         self.source = None  # where it was loaded from (`assemble.load_generator`)
+        self.bf16 = False  # the denoiser under bf16 autocast (`components.precision.use_bf16`)
 
     @property
     def device(self) -> torch.device:
@@ -266,12 +268,13 @@ class TalkingHeadPipeline(DiffusionPipeline):
                 chunk = starts[first:first + window_batch]
                 kps, audio = self._window_conditions(videos, chunk, window)
                 k = len(chunk)
-                out = guided_prediction(
-                    self.denoiser, scheduler,
-                    torch.cat([latents[:, :, s:s + window] for s in chunk]), t,
-                    {name: f.repeat(k, *([1] * (f.dim() - 1))) for name, f in bank.items()},
-                    kps, audio, None if style is None else style.repeat(k, 1),
-                    sampling.guidance if sampling.guided(step) else 1.0, style_scale)
+                with autocast(self.bf16, device):
+                    out = guided_prediction(
+                        self.denoiser, scheduler,
+                        torch.cat([latents[:, :, s:s + window] for s in chunk]), t,
+                        {name: f.repeat(k, *([1] * (f.dim() - 1))) for name, f in bank.items()},
+                        kps, audio, None if style is None else style.repeat(k, 1),
+                        sampling.guidance if sampling.guided(step) else 1.0, style_scale)
                 for i, s in enumerate(chunk):
                     prediction[:, :, s:s + window] += out[i * b:(i + 1) * b] * \
                         weights[:, None, None]

@@ -22,6 +22,7 @@ from components.diffusion.frames import load_clips
 from components.diffusion.models.denoiser import Denoiser
 from components.diffusion.models.schedule import snr_weights, training_scheduler, training_target
 from components.diffusion.train.recipes import batch_of, pick_sample, set_trainable
+from components.precision import autocast, use_bf16
 from components.tracking import StageRun
 from components.training import ray_fit
 from components.training.checkpoint import latest_checkpoint, load_checkpoint
@@ -110,7 +111,7 @@ def train_loop(config: dict) -> None:
             model, parallel_strategy_kwargs={"find_unused_parameters": True})
     model.train()
     scheduler = training_scheduler(diffusion.noise)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    bf16 = use_bf16(cfg.bf16, device, f"train_stage{cfg.stage}")
 
     def step(step: int, random) -> dict[str, float]:
         images = step < cfg.image_steps
@@ -133,7 +134,7 @@ def train_loop(config: dict) -> None:
         timesteps = timesteps.to(device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         target = training_target(scheduler, latents, noise, timesteps)
-        with autocast:
+        with autocast(bf16, device):
             prediction = model(noisy, timesteps, batch["reference"].to(device),
                                batch["kps"].to(device),
                                None if batch["audio"] is None else batch["audio"].to(device),

@@ -31,6 +31,7 @@ from components.evaluation.metrics import FaceLandmarks
 from components.evaluation.stage_checks import Evaluation, evaluate_stage
 from components.generation.assemble import new_pipeline
 from components.media import content_hash
+from components.precision import use_bf16
 from components.registry.parts import register_denoiser
 from components.tracking import dvc_out_hash
 from components.training.checkpoint import prepare_checkpoint_dir
@@ -94,6 +95,7 @@ def train_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> dict
 
     features = json.loads((Path(cfg.features_dir) / "config.json").read_text())
     pipeline = new_pipeline(load_pretrained(AutoencoderKL, cfg.vae_dir), denoiser, diffusion)
+    pipeline.bf16 = use_bf16(cfg.bf16, pipeline.device, f"stage {cfg.stage}'s check")
     styles = write_style_priors(cfg, diffusion, "test") if cfg.stage == 3 else None
     evaluation = Evaluation(pipeline, load_clips(cfg.latents_dir, cfg.features_dir, "test"),
                             FaceLandmarks(features["dlib_predictor"]), styles, cfg.seed)

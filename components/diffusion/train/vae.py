@@ -36,6 +36,7 @@ from components.diffusion.models.vae import (
 )
 from components.diffusion.plots import image_grid
 from components.evaluation.metrics import psnr
+from components.precision import autocast, use_bf16
 from components.registry.parts import register_vae
 from components.synth.stills import face_crops as procedural_crops
 from components.tracking import StageRun, dvc_out_hash
@@ -99,6 +100,7 @@ def train_loop(config: dict) -> None:
     model = Reconstruction(vae)
     model = ray.train.torch.prepare_model(model) if world > 1 else model
     model.train()
+    bf16 = use_bf16(cfg.bf16, device, "train_vae")
     factor = 2 ** (len(diffusion.vae.block_out_channels) - 1)
     latent_shape = (cfg.batch_size, diffusion.vae.latent_channels,
                     crops.shape[1] // factor, crops.shape[2] // factor)
@@ -112,7 +114,9 @@ def train_loop(config: dict) -> None:
         noise = torch.randn(latent_shape, generator=random.torch).to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        reconstruction, kl = model(images, noise)
+        with autocast(bf16, device):
+            reconstruction, kl = model(images, noise)
+        reconstruction, kl = reconstruction.float(), kl.float()
         l1 = (reconstruction - images).abs().mean()
         mse = (reconstruction - images).pow(2).mean()
         loss = l1 + mse + cfg.kl_weight * kl.mean() / images[0].numel()
