@@ -8,6 +8,7 @@
    pipeline `svp generate` runs: seconds per video-second and the speed-up over the paper's.
 2. Memory: the generator's fast sampler on each of `--lengths` seconds of speech, each in a fresh
    process, so its peak resident memory (ru_maxrss) is its own.
+   Where the CPU has bf16 units, the paper and fast samplers again under bf16 autocast.
 3. Quality: each sampler's full-model row on evaluate's cases (`--cases` per protocol; params'
    `evaluate` otherwise), measured as `svp evaluate` measures, and how much worse than the paper
    sampler each compared metric is, relative, with its standard error over the cases.
@@ -31,11 +32,13 @@ import torch
 from table import cpu_name, emit
 
 from components.config import load_params
+from components.evaluation.rows import Variant
 from components.evaluation.stage import FAST_COMPARED, sampler_quality
 from components.generation.assemble import load_generator
 from components.generation.generate import Request, prepare_inputs
 from components.generation.pipeline import Sampling, TalkingHeadPipeline
 from components.media import decode_audio, decode_video
+from components.precision import bf16_units, use_bf16
 from components.synth.speech import write_wav
 
 # fast variants beside the generator's own: the solvers at 4 and 5 steps guided on every step,
@@ -48,10 +51,16 @@ VARIANTS = {
 }
 
 
-def samplers(pipeline: TalkingHeadPipeline) -> dict[str, Sampling]:
-    """The paper sampler first, the generator's fast one, then the variants it is not."""
-    own = {"paper": pipeline.sampling("paper"), "fast (the generator's)": pipeline.sampling("fast")}
-    return own | {name: s for name, s in VARIANTS.items() if s not in own.values()}
+def samplers(pipeline: TalkingHeadPipeline) -> dict[str, Variant]:
+    """The paper sampler first, the generator's fast one, the variants it is not, all in fp32;
+    then, where this CPU has bf16 units, the paper and fast samplers under bf16 autocast."""
+    paper, fast = pipeline.sampling("paper"), pipeline.sampling("fast")
+    fp32 = {"paper": Variant(paper), "fast (the generator's)": Variant(fast)} | {
+        name: Variant(s) for name, s in VARIANTS.items() if s not in (paper, fast)}
+    units = bf16_units(pipeline.device)
+    bf16 = {f"paper, bf16 ({units})": Variant(paper, True),
+            f"fast, bf16 ({units})": Variant(fast, True)} if units else {}
+    return fp32 | bf16
 
 
 def held_out_media(folder: Path, seconds: float) -> tuple[str, str]:
@@ -70,10 +79,11 @@ def held_out_media(folder: Path, seconds: float) -> tuple[str, str]:
     return str(image), str(audio)
 
 
-def timed(pipeline: TalkingHeadPipeline, inputs, sampling: Sampling) -> tuple[int, float]:
+def timed(pipeline: TalkingHeadPipeline, inputs, variant: Variant) -> tuple[int, float]:
     settings = load_params().generate
+    pipeline.bf16 = variant.bf16
     start = time.perf_counter()
-    n = sum(1 for _ in pipeline(inputs, seed=0, sampling=sampling,
+    n = sum(1 for _ in pipeline(inputs, seed=0, sampling=variant.sampling,
                                 window_batch=settings.window_batch,
                                 decode_batch=settings.decode_batch))
     return n, time.perf_counter() - start
@@ -88,22 +98,25 @@ def speeds(model: str, seconds: float) -> list[dict]:
         inputs = prepare_inputs(pipeline, Request(image, audio, str(Path(tmp) / "out.mp4")),
                                 load_params().generate)
         rows = []
-        for name, sampling in samplers(pipeline).items():
-            n, wall = timed(pipeline, inputs, sampling)
-            rows.append({"name": name, "sampling": sampling.describe(),
-                         "passes": sampling.passes, "s_per_video_s": wall / (n / fps)})
+        for name, variant in samplers(pipeline).items():
+            n, wall = timed(pipeline, inputs, variant)
+            rows.append({"name": name, "sampling": variant.sampling.describe(),
+                         "passes": variant.sampling.passes, "s_per_video_s": wall / (n / fps)})
             print(f"{name}: {wall:.1f} s for {n} frames", file=sys.stderr, flush=True)
     return rows
 
 
 def one_length(model: str, seconds: float) -> dict:
-    """The fast sampler's throughput and this process's peak memory for `seconds` of speech."""
+    """The fast sampler's throughput and this process's peak memory for `seconds` of speech,
+    in the precision `svp generate` chooses (`generate.bf16`)."""
     pipeline = load_generator(model)
+    settings = load_params().generate
     with tempfile.TemporaryDirectory() as tmp:
         image, audio = held_out_media(Path(tmp), seconds)
         inputs = prepare_inputs(pipeline, Request(image, audio, str(Path(tmp) / "out.mp4")),
-                                load_params().generate)
-        n, wall = timed(pipeline, inputs, pipeline.sampling("fast"))
+                                settings)
+        bf16 = use_bf16(settings.bf16, pipeline.device, "generate")
+        n, wall = timed(pipeline, inputs, Variant(pipeline.sampling("fast"), bf16))
     return {"seconds": seconds, "frames": n, "wall_s": wall, "fps": n / wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -115,7 +128,7 @@ def _percent(value: float | None, se: float | None) -> str:
     return f"{100 * value:+.1f}{spread}"
 
 
-def quality_lines(model: str, cases: int, names: dict[str, Sampling]) -> list[str]:
+def quality_lines(model: str, cases: int, names: dict[str, Variant]) -> list[str]:
     cfg = replace(load_params().evaluate, generator=model, reconstruction_clips=cases,
                   style_transfer_clips=cases)
     measured = sampler_quality(cfg, names)
@@ -164,7 +177,9 @@ def main() -> None:
         run = subprocess.run([sys.executable, __file__, "--model", args.model, "--one",
                               str(seconds)], capture_output=True, text=True, check=True)
         rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
-    lines += ["", f"The fast sampler ({pipeline.sampling('fast').describe()}) by speech length, "
+    bf16 = use_bf16(load_params().generate.bf16, pipeline.device, "generate")
+    lines += ["", f"The fast sampler ({pipeline.sampling('fast').describe()}"
+              f"{', bf16' if bf16 else ''}, as `svp generate` runs it) by speech length, "
               "each in a fresh process:", "",
               "| speech | frames | seconds | frames/s | peak memory (RSS) |",
               "|---|---|---|---|---|",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,11 +29,22 @@ def full_inputs(clips: list[Clip], case: Sample, frames: int, style: Style,
                             target.audio[idx], style.draw(seed))
 
 
+class Variant(NamedTuple):
+    """One way to sample (the samplers' benchmark): the sampler, and the precision."""
+
+    sampling: Sampling
+    bf16: bool = False  # the denoiser under bf16 autocast
+
+
 def sampler_rows(pipeline: TalkingHeadPipeline, inputs: GenerationInputs,
-                 samplings: dict[str, Sampling], seed: int) -> dict[str, np.ndarray]:
-    """Sampler name -> the full model's frames with it (the samplers' benchmark)."""
-    return {name: np.stack(list(pipeline(inputs, seed=seed, sampling=sampling)))
-            for name, sampling in samplings.items()}
+                 variants: dict[str, Variant], seed: int) -> dict[str, np.ndarray]:
+    """Variant name -> the full model's frames sampled that way."""
+    rows, bf16 = {}, pipeline.bf16
+    for name, variant in variants.items():
+        pipeline.bf16 = variant.bf16
+        rows[name] = np.stack(list(pipeline(inputs, seed=seed, sampling=variant.sampling)))
+    pipeline.bf16 = bf16
+    return rows
 
 
 def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, frames: int,

@@ -65,9 +65,15 @@ from components.evaluation.protocols import (
     style_transfer_cases,
 )
 from components.evaluation.report import side_by_side, write_report
-from components.evaluation.rows import case_rows, full_inputs, real_frames, sampler_rows
+from components.evaluation.rows import (
+    Variant,
+    case_rows,
+    full_inputs,
+    real_frames,
+    sampler_rows,
+)
 from components.generation.assemble import load_generator
-from components.generation.pipeline import Sampling, TalkingHeadPipeline
+from components.generation.pipeline import TalkingHeadPipeline
 from components.generation.style import Style
 from components.generation.video_out import write_mp4
 from components.media import decode_audio, folder_hash
@@ -423,24 +429,24 @@ def evaluation_setup(cfg: EvaluateConfig) -> EvaluationSetup:
                            pipeline, priors)
 
 
-def sampler_quality(cfg: EvaluateConfig, samplings: dict[str, Sampling]) -> dict:
+def sampler_quality(cfg: EvaluateConfig, variants: dict[str, Variant]) -> dict:
     """The full model of `cfg.generator` sampled each way on evaluate's cases, measured as
-    evaluate measures: protocol -> sampler name -> metrics, and each sampler against the first
+    evaluate measures: protocol -> variant name -> metrics, and each variant against the first
     (`fast_vs_paper`'s comparison, with its standard errors)."""
     setup = evaluation_setup(cfg)
 
     def make_rows(case: Sample) -> dict[str, np.ndarray]:
         inputs = full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed)
-        return sampler_rows(setup.pipeline, inputs, samplings, cfg.seed)
+        return sampler_rows(setup.pipeline, inputs, variants, cfg.seed)
 
     results, per_frame, per_case, _ = _generate_and_measure(
         cfg, setup.clips, setup.cases, make_rows,
         Measure(cfg, FaceLandmarks(setup.dlib_predictor)), setup.fps)
-    first = next(iter(samplings))
+    first = next(iter(variants))
     against = {name: fast_vs_paper(*(
         {p: {"full": values[p][first], "fast": values[p][name]} for p in PROTOCOLS}
         for values in (results, per_frame, per_case)), cfg.frames, cfg.fast_tolerance)
-        for name in samplings}
+        for name in variants}
     return {"metrics": results, "against_first": against}
 
 
