@@ -23,10 +23,13 @@ from components.diffusion.frames import Clip, Sample
 from components.evaluation.stage_checks import alternate_identities, liveliest_window, other_speech
 
 PROTOCOLS = ("reconstruction", "style_transfer")
-ROWS = ("full", "fast", "no_style", "mean_style", "other_speech", "reference_repeated")
+ROWS = ("full", "fast", "no_style", "mean_style", "other_speech", "reference_repeated",
+        "vae_ceiling")
 ROW_TITLES = {"full": "SVP (full)", "fast": "SVP, fast sampler", "no_style": "w/o style",
               "mean_style": "mean style (no sampling)", "other_speech": "other speech",
-              "reference_repeated": "reference repeated", "real": "real clips (ceiling)"}
+              "reference_repeated": "reference repeated",
+              "vae_ceiling": "real clips through the VAE (ceiling)",
+              "real": "real clips (ceiling)"}
 
 
 def _order(clips: list[Clip]) -> list[int]:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from components.diffusion.frames import Clip, Sample
+from components.diffusion.models.vae import decode, encode
 from components.generation.pipeline import GenerationInputs, Sampling, TalkingHeadPipeline
 from components.generation.style import Style
 
@@ -50,7 +51,8 @@ def sampler_rows(pipeline: TalkingHeadPipeline, inputs: GenerationInputs,
 def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, frames: int,
               style: Style, seed: int) -> dict[str, np.ndarray]:
     """Row name -> (F, R, R, 3) uint8 frames. Every generated row starts from the same noise; a
-    generator without a fast sampler has no "fast" row."""
+    generator without a fast sampler has no "fast" row. "vae_ceiling" is the real window through
+    the generator's VAE: what its latent space allows at best."""
     full = full_inputs(clips, case, frames, style, seed)
     speech = clips[case.other_speech]
     idx = window(clips[case.target], case, frames)
@@ -67,4 +69,6 @@ def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, fr
             "mean_style": generate(replace(full, style=style.draw(seed, use_mean=True))),
             "other_speech": generate(replace(
                 full, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)])),
-            "reference_repeated": np.repeat(full.reference[None], frames, axis=0)}
+            "reference_repeated": np.repeat(full.reference[None], frames, axis=0),
+            "vae_ceiling": decode(pipeline.vae, encode(pipeline.vae,
+                                                       real_frames(clips, case, frames)))}
