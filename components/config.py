@@ -415,6 +415,11 @@ class TrainDenoiserConfig:
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (V-Express); null: plain MSE
     mouth_loss_weight: float = Field(0.0, ge=0)  # extra loss weight inside the mouth box
     # (V-Express's lip_loss_weight - 1: the box of landmarks 48-67, twice its size)
+    # an exponential moving average of the trained weights is what the stage saves (diffusers'
+    # EMAModel with warm-up: decay 1 - (1 + step) ** -ema_power, at most ema_max_decay);
+    # 0: the last step's weights
+    ema_max_decay: float = Field(0.9999, ge=0, lt=1)
+    ema_power: float = Field(2 / 3, gt=0)
     eval_samples: int = Field(8, ge=1)  # the fixed held-out batch
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers.training_utils import EMAModel
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -84,6 +85,24 @@ def test_optimizer_and_rng_state_come_back(tmp_path):
     assert other_opt.state_dict()["param_groups"][0]["lr"] == 1e-2
     saved = optimizer.state_dict()["state"][0]["exp_avg"]
     torch.testing.assert_close(other_opt.state_dict()["state"][0]["exp_avg"], saved)
+
+
+def test_the_moving_average_comes_back(tmp_path):
+    model = Tiny()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ema = EMAModel(model.parameters(), use_ema_warmup=True)
+    for _ in range(3):
+        model(torch.randn(2, 4)).sum().backward()
+        optimizer.step()
+        ema.step(model.parameters())
+    save_checkpoint(tmp_path, 3, model, optimizer, ema=ema)
+    other = Tiny()
+    other_ema = EMAModel(other.parameters(), use_ema_warmup=True)
+    load_checkpoint(tmp_path / "step_0000003", other, ema=other_ema)
+    assert other_ema.optimization_step == 3
+    for ours, saved in zip(other_ema.shadow_params, ema.shadow_params, strict=True):
+        torch.testing.assert_close(ours, saved, rtol=0, atol=0)
+    assert not torch.equal(ema.shadow_params[0], model.net[0].weight)  # an average, not a copy
 
 
 def test_checkpoints_of_the_same_recipe_are_kept_and_of_another_cleared(tmp_path):

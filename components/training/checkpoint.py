@@ -1,7 +1,8 @@
 """Checkpoints a killed run resumes from, bit for bit.
 
-`<root>/step_<n>/` holds the model (safetensors), the optimiser state (a tensors-only torch file,
-loaded with `weights_only=True`), the torch RNG state (safetensors) and `state.json` (`step`,
+`<root>/step_<n>/` holds the model (safetensors), the optimiser state and, where the recipe keeps
+one, the weights' moving average (tensors-only torch files, loaded with `weights_only=True`), the
+torch RNG state (safetensors) and `state.json` (`step`,
 `world_size` and whatever JSON the recipe keeps beside them, such as `losses`). Each folder is
 written under a temporary name and renamed into place, so a step folder is complete or absent;
 only the newest `keep` are kept. Nothing here unpickles arbitrary objects.
@@ -15,12 +16,14 @@ import shutil
 from pathlib import Path
 
 import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from components.atomic import keep_only_if_made_by
 from components.disk import disk_full, folder_bytes, free_bytes, is_disk_full
 
 STEP_GLOB = "step_*"
+EMA_FILE = "ema.pt"
 
 
 def step_folder(root: Path, step: int) -> Path:
@@ -34,7 +37,8 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, *, world_size: int = 1,
-                    extra: dict | None = None, keep: int = 2) -> Path:
+                    extra: dict | None = None, keep: int = 2,
+                    ema: EMAModel | None = None) -> Path:
     """Write `step_<n>/` atomically and keep the newest `keep` step folders."""
     root = Path(root)
     final = step_folder(root, step)
@@ -44,6 +48,8 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module,
         tmp.mkdir(parents=True)
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if ema is not None:
+            torch.save(ema.state_dict(), tmp / EMA_FILE)
         save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(
             {**(extra or {}), "step": step, "world_size": world_size}))
@@ -71,12 +77,16 @@ def _checkpoint_bytes(root: Path, model: torch.nn.Module) -> int:
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Restore weights, optimiser and RNG from `path`; returns its state.json."""
+                    optimizer: torch.optim.Optimizer | None = None,
+                    ema: EMAModel | None = None) -> dict:
+    """Restore weights, optimiser, moving average and RNG from `path`; returns its
+    state.json."""
     path = Path(path)
     load_model(model, str(path / "model.safetensors"))
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if ema is not None:
+        ema.load_state_dict(torch.load(path / EMA_FILE, weights_only=True))
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["cpu"])
     return json.loads((path / "state.json").read_text())
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.training_utils import EMAModel
 
 from components.progress import progress
 from components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -38,14 +39,14 @@ class LoopSettings:
     keep: int = 2
 
 
-def resume(settings: LoopSettings, model: torch.nn.Module,
-           optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, list[float]]]:
-    """Load the newest checkpoint into `model` and `optimizer` (before any DDP wrapping);
-    returns the step to start from and the metric history so far."""
+def resume(settings: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           ema: EMAModel | None = None) -> tuple[int, dict[str, list[float]]]:
+    """Load the newest checkpoint into `model`, `optimizer` and `ema` (before any DDP
+    wrapping); returns the step to start from and the metric history so far."""
     found = latest_checkpoint(settings.checkpoint_dir)
     if found is None:
         return 0, {}
-    state = load_checkpoint(found, model, optimizer)
+    state = load_checkpoint(found, model, optimizer, ema)
     log.info("resuming from %s (step %d)", found, state["step"])
     return state["step"], state.get("history", {})
 
@@ -53,9 +54,11 @@ def resume(settings: LoopSettings, model: torch.nn.Module,
 def run_steps(settings: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               step_fn: Callable[[int, StepRandom], dict[str, float]], *, start: int,
               history: dict[str, list[float]], rank: int, world: int,
-              metrics: RankZeroMetrics, extra: dict | None = None) -> dict[str, list[float]]:
+              metrics: RankZeroMetrics, extra: dict | None = None,
+              ema: EMAModel | None = None) -> dict[str, list[float]]:
     """Steps `start` .. `settings.steps`; `model` is the unwrapped module whose weights are
-    checkpointed. Returns the whole metric history."""
+    checkpointed (with `ema`, the moving average `step_fn` updates). Returns the whole metric
+    history."""
     steps = range(start, settings.steps)
     for step in progress(steps, len(steps), settings.name, "steps"):
         values = step_fn(step, step_random(settings.seed, step, rank))
@@ -67,7 +70,7 @@ def run_steps(settings: LoopSettings, model: torch.nn.Module, optimizer: torch.o
             metrics.flush()
             save_checkpoint(Path(settings.checkpoint_dir), done, model, optimizer,
                             world_size=world, extra={**(extra or {}), "history": history},
-                            keep=settings.keep)
+                            keep=settings.keep, ema=ema)
             log.info("%s: step %d/%d %s (checkpoint saved)", settings.name, done, settings.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in values.items()))
             if os.environ.get(STOP_AFTER) == str(done):  # a fault drill's moment to kill
