@@ -128,9 +128,10 @@ class Evaluation:
     """Generates and measures the fixed batch for one stage, with the generation pipeline."""
 
     def __init__(self, pipeline: TalkingHeadPipeline, clips: list[Clip], detector: FaceLandmarks,
-                 styles: np.ndarray | None = None, seed: int = 0):
+                 styles: np.ndarray | None = None, seed: int = 0, quality: str = "paper"):
         self.pipeline, self.clips, self.detector = pipeline, clips, detector
         self.styles, self.seed = styles, seed
+        self.sampling = pipeline.sampling(quality)  # the generator's sampler the batch is made with
 
     def _window(self, item: Sample, frames: int, clip: int | None = None) -> np.ndarray:
         clip = item.target if clip is None else clip
@@ -154,8 +155,8 @@ class Evaluation:
                  style_scale: float = 1.0) -> np.ndarray:
         """(B, F, H, W, 3) uint8. `audio_from`: None (no audio), "own" or "other"."""
         videos = [self._inputs(i, frames, audio_from) for i in items]
-        return self.pipeline.generate_batch(videos, seed=self.seed, style_scale=style_scale,
-                                            window_batch=1)
+        return self.pipeline.generate_batch(videos, seed=self.seed, sampling=self.sampling,
+                                            style_scale=style_scale, window_batch=1)
 
     def real(self, items: list[Sample], frames: int) -> np.ndarray:
         return np.stack([self.clips[i.target].frames(self._window(i, frames)) for i in items])

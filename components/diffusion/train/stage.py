@@ -41,7 +41,7 @@ from components.training.run_tracking import resumable_run
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-diffusion"
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "workers", "use_gpu", "out_dir", "report_dir",
-                     "model_name", "eval_samples"}
+                     "model_name", "eval_samples", "check_quality"}
 
 
 def _digest(path: str | Path | None) -> str:
@@ -98,7 +98,8 @@ def train_denoiser(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) -> dict
     pipeline.bf16 = use_bf16(cfg.bf16, pipeline.device, f"stage {cfg.stage}'s check")
     styles = write_style_priors(cfg, diffusion, "test") if cfg.stage == 3 else None
     evaluation = Evaluation(pipeline, load_clips(cfg.latents_dir, cfg.features_dir, "test"),
-                            FaceLandmarks(features["dlib_predictor"]), styles, cfg.seed)
+                            FaceLandmarks(features["dlib_predictor"]), styles, cfg.seed,
+                            cfg.check_quality)
     metrics, rows, labels = evaluate_stage(cfg.stage, evaluation, cfg.eval_samples,
                                            cfg.frames(diffusion))
     vae_report = Path(cfg.vae_metrics)
