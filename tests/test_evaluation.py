@@ -5,6 +5,7 @@ challenger that stays one)."""
 from __future__ import annotations
 
 import json
+import re
 from contextlib import chdir
 from types import SimpleNamespace
 
@@ -219,8 +220,11 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
     svp(trained, "promote", params=worse)
     decision = json.loads((trained / "reports/promote/decision.json").read_text())
     assert not decision["promoted"] and decision["challenger_version"] == "2"
-    assert "worse than the champion" in decision["reason"]
-    assert any(c["relative_gain"] < -0.05 for c in decision["compared"].values())
+    # refused by either half of the rule: a metric worse beyond max_regression, or no mean gain
+    # (how much worse one step is on a tiny model depends on the CPU's arithmetic: bf16 or not)
+    assert re.search(r"worse than the champion|mean gain -[\d.]+% does not exceed",
+                     decision["reason"])
+    assert np.mean([c["relative_gain"] for c in decision["compared"].values()]) < 0
     assert str(client.get_model_version_by_alias("svp-generator", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("svp-generator", "challenger").version) == "2"
     assert client.get_model_version("svp-generator", "2").tags["svp.decision"] == "challenger"
