@@ -30,12 +30,12 @@ def _read(project: Path) -> dict:
             else json.loads(path.read_text()) for name, path in files.items()}
 
 
-def _against_still(protocol: str, metric: str) -> Callable[[dict], str]:
-    """The full model's set-level metric over the still frame's (reference repeated)."""
+def _against(protocol: str, metric: str, row: str) -> Callable[[dict], str]:
+    """The full model's set-level metric over another row's (the still frame, the VAE's)."""
     def show(r: dict) -> str:
         rows = r["evaluate"][protocol]
-        full, still = rows["full"][metric], rows["reference_repeated"][metric]
-        return f"{full:.0f} / {still:.0f} = {full / still:.2f}x"
+        full, other = rows["full"][metric], rows[row][metric]
+        return f"{full:.0f} / {other:.0f} = {full / other:.2f}x"
     return show
 
 
@@ -85,10 +85,12 @@ ROWS: list[Row] = [
     ("VAE reconstruction PSNR (the ceiling)", "",
      lambda r: f"{r['vae']['reconstruction_psnr']:.1f} dB"),
     ("stage 1 PSNR, held-out faces", "≥ 23 dB", lambda r: f"{r['stage1']['psnr']:.1f} dB"),
-    ("reconstruction FVD: full / still frame", "< 1", _against_still("reconstruction", "fvd")),
-    ("style transfer FVD: full / still frame", "< 1", _against_still("style_transfer", "fvd")),
-    ("reconstruction FID: full / still frame", "≤ 2", _against_still("reconstruction", "fid")),
-    ("style transfer FID: full / still frame", "≤ 2", _against_still("style_transfer", "fid")),
+    *((f"{p.replace('_', ' ')} {m.upper()}: full / {name}", target, _against(p, m, row))
+      for m, name, row, target in (("fvd", "still frame", "reference_repeated", "< 1"),
+                                   ("fvd", "VAE ceiling", "vae_ceiling",
+                                    "≤ 1.2 where the ceiling ≥ the still frame"),
+                                   ("fid", "still frame", "reference_repeated", "≤ 2"))
+      for p in ("reconstruction", "style_transfer")),
     ("stage 2 M-LMD own − other speech", "≥ 4 s.e.",
      _stage_gap("stage2", "m_lmd_own_minus_other")),
     ("reconstruction M-LMD full − other speech", "≥ 4 s.e.",
