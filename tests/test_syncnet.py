@@ -87,7 +87,7 @@ def syncnet_project(project) -> Path:
     """The shared tiny project with a SyncNet trained by `svp train syncnet`."""
     def change(params):
         params["train_syncnet"].update(
-            steps=160, batch_size=16, checkpoint_every=80, eval_window=24, face_size=56,
+            steps=400, batch_size=32, checkpoint_every=200, eval_window=24, face_size=64,
             out_dir="data/syncnet_trained", report_dir="reports/syncnet_trained",
             checkpoint_dir="data/syncnet_trained_checkpoints")
 
