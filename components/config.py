@@ -576,8 +576,10 @@ class Params:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and check `params.yaml`; any problem is one `SvpError` line naming the key."""
+def load_params(path: str | Path = "params.yaml", profile: str | Path | None = None) -> Params:
+    """Read and check `params.yaml`, with a profile's `key=value` lines applied if given (what
+    `dvc exp run -S` takes: `profiles/full.args`); any problem is one `SvpError` line naming the
+    key."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -587,6 +589,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SvpError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise SvpError(f"{path}: expected a mapping of sections at the top level")
+    if profile is not None:
+        _apply_profile(raw, Path(profile))
     try:
         return Params(**raw)
     except ValidationError as err:
@@ -597,3 +601,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SvpError(f"{path}: {key}: {message}{more}") from None
     except TypeError as err:
         raise SvpError(f"{path}: {err}") from None
+
+
+def _apply_profile(raw: dict, profile: Path) -> None:
+    """Set each `section.key=value` line of `profile` in `raw` (values read as YAML)."""
+    try:
+        lines = profile.read_text().split()
+    except FileNotFoundError:
+        raise SvpError(f"{profile}: profile not found") from None
+    for line in lines:
+        key, equals, value = line.partition("=")
+        *sections, last = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node or not equals:
+            raise SvpError(f"{profile}: {line}: not a key=value of params.yaml")
+        node[last] = yaml.safe_load(value)

@@ -46,20 +46,17 @@ def test_the_full_profile_is_params_only():
     """`profiles/full.args` (for `dvc exp run -S`) names existing keys and gives valid params."""
     from pathlib import Path
 
-    import yaml
-
-    from components.config import Params
-
     root = Path(__file__).resolve().parents[1]
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for line in (root / "profiles/full.args").read_text().split():
-        key, value = line.split("=", 1)
-        *path, last = key.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        assert last in node, f"{key}: not in params.yaml"
-        node[last] = yaml.safe_load(value)
-    full = Params(**params)
+    full = load_params(root / "params.yaml", root / "profiles/full.args")
     assert full.diffusion.resolution == 512 and full.diffusion.unet.cross_attention_dim == 768
     assert full.diffusion.style.style_dim == full.train_style.d_model
+
+
+def test_a_profile_line_that_is_not_a_key(tmp_path):
+    from pathlib import Path
+
+    profile = tmp_path / "bad.args"
+    profile.write_text("diffusion.resolution=512\ndiffusion.unet.no_such_key=1\n")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(SvpError, match=r"bad.args: diffusion.unet.no_such_key=1: not a key"):
+        load_params(params, profile)

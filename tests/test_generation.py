@@ -30,7 +30,7 @@ from components.diffusion.models.build import add_motion_modules, new_denoiser
 from components.diffusion.models.schedule import SOLVERS, sampling_scheduler, solver_scheduler
 from components.diffusion.models.vae import decode, encode, new_vae
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
-from components.generation.assemble import load_generator, new_pipeline, save_generator
+from components.generation.assemble import load_generator, save_generator
 from components.generation.generate import Request, generate
 from components.generation.head_motion import derived_kps, retargeted_kps
 from components.generation.input_settings import InputSettings
@@ -40,6 +40,7 @@ from components.generation.pipeline import (
     TalkingHeadPipeline,
     blend_weights,
     guided_prediction,
+    new_pipeline,
     window_starts,
 )
 from components.generation.style import Style, load_style, mix, save_style

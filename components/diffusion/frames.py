@@ -122,11 +122,16 @@ def load_clips(latents_dir: str | Path, features_dir: str | Path, split: str) ->
     return clips
 
 
+def kps_drawings(kps: np.ndarray, size: int) -> np.ndarray:
+    """(..., 8, 2) keypoints -> (..., 3, size, size) uint8 Head-Kps images."""
+    flat = kps.reshape(-1, 8, 2)
+    images = np.stack([render_head_kps(k, size) for k in flat])
+    return images.transpose(0, 3, 1, 2).reshape(*kps.shape[:-2], 3, size, size)
+
+
 def kps_images(kps: np.ndarray, size: int) -> np.ndarray:
     """(..., 8, 2) keypoints -> (..., 3, size, size) float32 Head-Kps images in [0, 1]."""
-    flat = kps.reshape(-1, 8, 2)
-    images = np.stack([render_head_kps(k, size) for k in flat]).astype(np.float32) / 255
-    return images.transpose(0, 3, 1, 2).reshape(*kps.shape[:-2], 3, size, size)
+    return kps_drawings(kps, size).astype(np.float32) / 255
 
 
 def audio_windows(audio: np.ndarray, frames, k: int) -> np.ndarray:

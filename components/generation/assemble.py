@@ -22,10 +22,9 @@ from diffusers.utils.logging import disable_progress_bar
 
 from components.config import DiffusionConfig, GeneratorConfig
 from components.diffusion.models.denoiser import Denoiser
-from components.diffusion.models.schedule import sampling_scheduler
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
-from components.generation.pipeline import TalkingHeadPipeline
+from components.generation.pipeline import TalkingHeadPipeline, new_pipeline
 from components.generation.style_presets import StylePresets
 from components.style.extractor import StyleExtractor
 from components.tracking import log_stage
@@ -33,22 +32,6 @@ from components.training.registry import load_model_from, local_model_folder, we
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "svp-generator"
-
-
-def new_pipeline(vae: AutoencoderKL, denoiser: Denoiser, diffusion: DiffusionConfig,
-                 style_extractor: StyleExtractor | None = None,
-                 input_settings: InputSettings | None = None,
-                 parts: dict | None = None,
-                 style_presets: StylePresets | None = None) -> TalkingHeadPipeline:
-    """A generator of these parts that samples as `diffusion` says (the stage checks' and
-    `assemble`'s)."""
-    s = diffusion.sampling
-    return TalkingHeadPipeline(vae, denoiser, sampling_scheduler(diffusion.noise),
-                               style_extractor, input_settings, style_presets,
-                               diffusion.resolution,
-                               steps=s.steps,
-                               guidance=s.guidance, window=s.window, overlap=s.overlap,
-                               parts=parts, fast=asdict(s.fast))
 
 
 def _part(source: str) -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -38,9 +38,10 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor
 
-from components.diffusion.frames import audio_windows, kps_images
+from components.config import DiffusionConfig
+from components.diffusion.frames import audio_windows, kps_drawings
 from components.diffusion.models.denoiser import Denoiser
-from components.diffusion.models.schedule import SOLVERS, solver_scheduler
+from components.diffusion.models.schedule import SOLVERS, sampling_scheduler, solver_scheduler
 from components.diffusion.models.vae import decode, encode
 from components.errors import SvpError
 from components.generation.input_settings import InputSettings
@@ -288,18 +289,36 @@ class TalkingHeadPipeline(DiffusionPipeline):
     def _window_conditions(self, videos: list[GenerationInputs], starts: list[int],
                            window: int) -> tuple[Tensor, Tensor | None]:
         """Head-Kps images (K·B, F, 3, R, R) and audio windows of the windows at `starts`,
-        window-major (the order `denoise` concatenates latents in)."""
+        window-major (the order `denoise` concatenates latents in). The images travel as uint8
+        and become [0, 1] floats on the device: at 512² the conversion on the CPU cost a quarter
+        of a fast-sampler step on a GPU (benchmarks/generation_full.md)."""
         size = self.config.resolution
         frames = [np.arange(s, s + window) for s in starts]
-        kps = np.stack([kps_images(v.kps[f], size) for f in frames for v in videos])
+        kps = np.stack([kps_drawings(v.kps[f], size) for f in frames for v in videos])
         audio = None
         if videos[0].audio is not None:
             k = self.denoiser.audio_frames
             audio = torch.from_numpy(np.stack([audio_windows(v.audio, f, k)
                                                for f in frames for v in videos])).to(self.device)
-        return torch.from_numpy(kps).to(self.device), audio
+        return torch.from_numpy(kps).to(self.device).float() / 255, audio
 
     def decode_frames(self, latents: Tensor, decode_batch: int = 16) -> Iterator[np.ndarray]:
         """(C, T, h, w) latents of one video -> frames, `decode_batch` at a time."""
         for first in range(0, latents.shape[1], decode_batch):
             yield from decode(self.vae, latents[:, first:first + decode_batch].permute(1, 0, 2, 3))
+
+
+def new_pipeline(vae: AutoencoderKL, denoiser: Denoiser, diffusion: DiffusionConfig,
+                 style_extractor: StyleExtractor | None = None,
+                 input_settings: InputSettings | None = None,
+                 parts: dict | None = None,
+                 style_presets: StylePresets | None = None) -> TalkingHeadPipeline:
+    """A generator of these parts that samples as `diffusion` says (the stage checks' and
+    `assemble`'s)."""
+    s = diffusion.sampling
+    return TalkingHeadPipeline(vae, denoiser, sampling_scheduler(diffusion.noise),
+                               style_extractor, input_settings, style_presets,
+                               diffusion.resolution,
+                               steps=s.steps,
+                               guidance=s.guidance, window=s.window, overlap=s.overlap,
+                               parts=parts, fast=asdict(s.fast))

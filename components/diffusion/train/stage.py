@@ -29,7 +29,7 @@ from components.diffusion.style_prior import load_style_model, style_priors
 from components.diffusion.train.fit import STYLES, fit
 from components.evaluation.metrics import FaceLandmarks
 from components.evaluation.stage_checks import Evaluation, evaluate_stage
-from components.generation.assemble import new_pipeline
+from components.generation.pipeline import new_pipeline
 from components.media import content_hash
 from components.precision import use_bf16
 from components.registry.parts import register_denoiser
