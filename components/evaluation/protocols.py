@@ -12,7 +12,10 @@ lip sync can show). Rows: the full model (the paper's sampler); "fast" (the full
 generator's fast sampler: what `svp generate` runs by default); "w/o style" (style attention
 off); "mean style" (the prior's mean, no sampling); "other speech" (the full model driven by the
 same speaker's clip whose mouth moves least like the target's: what wrong lip sync scores);
-"reference repeated" (the reference frame as every frame).
+"reference repeated" (the reference frame as every frame). The three ablation rows (w/o style,
+mean style, other speech) are sampled with `evaluate.ablation_sampler` (default the fast one,
+a fifth of the paper sampler's passes) and the checks compare them with the full model sampled
+the same way.
 """
 
 from __future__ import annotations

@@ -81,8 +81,10 @@ def _checks_table(checks: dict) -> str:
         verdict = '<span class="pass">yes</span>' if c["passed"] else \
             '<span class="fail">no</span>'
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{verdict}</td>"
+                    f"<td>{html.escape(ROW_TITLES.get(c.get('row', 'full'), ''))}</td>"
                     f"<td>{_number(c['gap'], 3)} ± {_number(c['se'], 3)}</td></tr>")
-    return ("<table><tr><th>check</th><th>passed</th><th>full − other (± s.e. over cases)</th>"
+    return ("<table><tr><th>check</th><th>passed</th><th>the full model's row (sampled as the "
+            "ablation rows)</th><th>full − other (± s.e. over cases)</th>"
             f"</tr>{''.join(rows)}</table>")
 
 

@@ -48,27 +48,38 @@ def sampler_rows(pipeline: TalkingHeadPipeline, inputs: GenerationInputs,
     return rows
 
 
+def ablation_baseline(pipeline: TalkingHeadPipeline, quality: str) -> str:
+    """The row the ablation rows sampled with `quality` are compared with: the full model
+    sampled the same way ("fast", or "full" for the paper sampler or a generator without a fast
+    one)."""
+    return "fast" if quality == "fast" and "fast" in pipeline.qualities else "full"
+
+
 def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, frames: int,
-              style: Style, seed: int) -> dict[str, np.ndarray]:
+              style: Style, seed: int, ablation_quality: str = "paper") -> dict[str, np.ndarray]:
     """Row name -> (F, R, R, 3) uint8 frames. Every generated row starts from the same noise; a
-    generator without a fast sampler has no "fast" row. "vae_ceiling" is the real window through
-    the generator's VAE: what its latent space allows at best."""
+    generator without a fast sampler has no "fast" row. The ablation rows (no_style, mean_style,
+    other_speech) are sampled as `ablation_baseline` says. "vae_ceiling" is the real window
+    through the generator's VAE: what its latent space allows at best."""
     full = full_inputs(clips, case, frames, style, seed)
     speech = clips[case.other_speech]
     idx = window(clips[case.target], case, frames)
 
     def generate(inputs: GenerationInputs, style_scale: float = 1.0,
-                 sampling: Sampling | None = None) -> np.ndarray:
+                 quality: str = "paper") -> np.ndarray:
         return np.stack(list(pipeline(inputs, seed=seed, style_scale=style_scale,
-                                      sampling=sampling)))
+                                      sampling=pipeline.sampling(quality))))
 
-    fast = {"fast": generate(full, sampling=pipeline.sampling("fast"))} \
-        if "fast" in pipeline.qualities else {}
-    return {"full": generate(full), **fast,
-            "no_style": generate(full, style_scale=0.0),
-            "mean_style": generate(replace(full, style=style.draw(seed, use_mean=True))),
+    made = {"full": generate(full)}
+    if "fast" in pipeline.qualities:
+        made["fast"] = generate(full, quality="fast")
+    ablation = "fast" if ablation_baseline(pipeline, ablation_quality) == "fast" else "paper"
+    return {**made,
+            "no_style": generate(full, 0.0, ablation),
+            "mean_style": generate(replace(full, style=style.draw(seed, use_mean=True)),
+                                   quality=ablation),
             "other_speech": generate(replace(
-                full, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)])),
+                full, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)]), quality=ablation),
             "reference_repeated": np.repeat(full.reference[None], frames, axis=0),
             "vae_ceiling": decode(pipeline.vae, encode(pipeline.vae,
                                                        real_frames(clips, case, frames)))}

@@ -67,6 +67,7 @@ from components.evaluation.protocols import (
 from components.evaluation.report import side_by_side, write_report
 from components.evaluation.rows import (
     Variant,
+    ablation_baseline,
     case_rows,
     full_inputs,
     real_frames,
@@ -189,23 +190,25 @@ def _gap(per_frame: dict, a: str, b: str, metric: str, frames: int) -> dict[str,
     return {"gap": gap, "se": se}
 
 
-def _checks(results: dict, per_frame: dict, per_case: dict, frames: int) -> dict:
-    """The comparisons issue #10 asks for, each with the gap and its standard error."""
+def _checks(results: dict, per_frame: dict, per_case: dict, frames: int,
+            baseline: str = "full") -> dict:
+    """The comparisons issue #10 asks for, each with the gap and its standard error: the full
+    model (its `baseline` row: sampled as the ablation rows were) against each ablation."""
     checks = {}
     wanted = [("style_transfer", "no_style", "f_lmd"), ("style_transfer", "no_style", "m_lmd")]
     wanted += [(p, row, "m_lmd") for p in PROTOCOLS
                for row in ("other_speech", "reference_repeated")]
     for protocol, row, metric in wanted:
-        full, other = results[protocol]["full"][metric], results[protocol][row][metric]
+        full, other = results[protocol][baseline][metric], results[protocol][row][metric]
         checks[f"{protocol}.full_beats_{row}.{metric}"] = {
-            "passed": bool(full < other), "full": full, row: other,
-            **_gap(per_frame[protocol], "full", row, metric, frames)}
+            "passed": bool(full < other), "row": baseline, "full": full, row: other,
+            **_gap(per_frame[protocol], baseline, row, metric, frames)}
     for protocol in PROTOCOLS:  # lip sync read by the SyncNet: higher is better, per case
-        full, other = (per_case[protocol][row]["sync_c"] for row in ("full", "other_speech"))
+        full, other = (per_case[protocol][row]["sync_c"] for row in (baseline, "other_speech"))
         gap, se = paired_difference(full, other, 1)
         checks[f"{protocol}.full_beats_other_speech.sync_c"] = {
-            "passed": bool(nanmean(full) > nanmean(other)), "full": nanmean(full),
-            "other_speech": nanmean(other), "gap": gap, "se": se}
+            "passed": bool(nanmean(full) > nanmean(other)), "row": baseline,
+            "full": nanmean(full), "other_speech": nanmean(other), "gap": gap, "se": se}
     return checks
 
 
@@ -379,7 +382,8 @@ def _metrics(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Cli
     metrics = {**results,
                "style_transfer_by_emotion": _by_emotion(clips, cases["style_transfer"],
                                                         per_frame["style_transfer"], cfg.frames),
-               "checks": _checks(results, per_frame, per_case, cfg.frames),
+               "checks": _checks(results, per_frame, per_case, cfg.frames,
+                                 ablation_baseline(pipeline, cfg.ablation_sampler)),
                "style_clustering": _style_table(Path(cfg.style_report)),
                "cases": {p: len(c) for p, c in cases.items()}, "frames_per_case": cfg.frames,
                "fast_vs_paper": fast_vs_paper(results, per_frame, per_case, cfg.frames,
@@ -495,7 +499,8 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
         videos_dir.mkdir()
 
         def make_rows(case: Sample) -> dict[str, np.ndarray]:
-            return case_rows(pipeline, clips, case, cfg.frames, setup.style(case), cfg.seed)
+            return case_rows(pipeline, clips, case, cfg.frames, setup.style(case), cfg.seed,
+                             cfg.ablation_sampler)
 
         measure = Measure(cfg, FaceLandmarks(setup.dlib_predictor))
         results, per_frame, per_case, videos = _generate_and_measure(
