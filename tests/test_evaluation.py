@@ -144,7 +144,8 @@ def test_evaluate_then_promote_a_champion_and_keep_a_worse_challenger(trained, p
             assert c["fast"] == metrics[protocol]["fast"][metric]
             # a metric that could not be measured (no face found) is not within
             assert c["within"] == (c["worse"] is not None and c["worse"] <= 0.05)
-        assert compared["fid"]["se"] is None  # set-level: no per-case standard error
+        for metric in ("fid", "fvd"):  # set-level: the s.e. of a paired bootstrap over cases
+            assert compared[metric]["se"] is not None and compared[metric]["se"] > 0
     assert metrics["sampling"]["fast"]["solver"] == "dpmsolver++"
     separation = metrics["identity_network"]  # dlib's network on the real held-out faces
     assert separation["faces"] > 0  # the tiny test split has one identity: no AUC to take

@@ -14,7 +14,7 @@ import scipy.linalg
 
 from components.errors import SvpError
 from components.evaluation.fid import InceptionFeatures, fid
-from components.evaluation.frechet import frechet_distance
+from components.evaluation.frechet import frechet_distance, relative_change_se
 from components.evaluation.fvd import I3DFeatures, fvd, video_clips
 from components.evaluation.i3d import load_i3d
 from components.evaluation.safe_pickle import load_arrays
@@ -66,7 +66,7 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("n", [10, 40])  # fewer and more samples than dimensions
+@pytest.mark.parametrize("n", [10, 12, 40])  # both sets, one or neither smaller than D = 16
 def test_frechet_distance_equals_the_sqrtm_formula(n):
     rng = np.random.default_rng(n)
     a = rng.normal(size=(n, 16)) @ rng.normal(size=(16, 16))
@@ -76,6 +76,21 @@ def test_frechet_distance_equals_the_sqrtm_formula(n):
                      - 2 * np.trace(scipy.linalg.sqrtm(cov_a @ cov_b).real))  # as pytorch-fid
     assert frechet_distance(a, b) == pytest.approx(sqrtm_formula, rel=1e-6)
     assert abs(frechet_distance(a, a)) < 1e-9
+
+
+def test_the_bootstrap_standard_error_of_a_change_over_cases():
+    rng = np.random.default_rng(3)
+    n_cases, per_case = 6, 4
+    case_of = np.repeat(np.arange(n_cases), per_case)
+    real = rng.normal(size=(n_cases * per_case, 32))
+    first = real + rng.normal(0, 0.5, real.shape)
+    cases = (case_of, case_of, case_of)
+    assert relative_change_se(real, first, first.copy(), cases, n_cases) == 0.0
+    second = real + rng.normal(0, 0.5, real.shape)  # as far from real as first, other draws
+    se = relative_change_se(real, first, second, cases, n_cases)
+    assert 0.01 < se < 1.0, se
+    assert np.isnan(relative_change_se(real[:4], first[:4], second[:4],
+                                       (case_of[:4],) * 3, 1))
 
 
 def test_frechet_distance_needs_two_samples():

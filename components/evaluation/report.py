@@ -106,8 +106,8 @@ def _fast_table(fast_vs_paper: dict, fast: dict | None) -> str:
                          f'<span class="{verdict}">{change}{se}</span></td>')
         rows.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}</tr>")
     return (f"<p>Fast sampler: {html.escape(Sampling(**fast).describe())}. Change: how much "
-            "worse than the paper's sampler, relative (± its s.e. over the cases; FID and FVD "
-            "are set-level and have none).</p>"
+            "worse than the paper's sampler, relative (± its s.e. over the cases; for the "
+            "set-level FID and FVD, a paired bootstrap over the cases).</p>"
             f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>")
 
 

@@ -46,7 +46,7 @@ from components.diffusion.plots import write_png
 from components.diffusion.style_prior import style_priors
 from components.errors import SvpError
 from components.evaluation.fid import InceptionFeatures
-from components.evaluation.frechet import frechet_distance
+from components.evaluation.frechet import frechet_distance, relative_change_se
 from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures
 from components.evaluation.i3d import N_CLASSES
 from components.evaluation.identity import FaceIdentity, cosine, identity_auc
@@ -167,11 +167,19 @@ class Measure:
         return identity_auc(np.concatenate(embeddings), identities)
 
     def features(self, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Landmarks of every frame, Inception features of every `fid_every`-th frame and I3D
+        features of each video's first 16 frames, with the video each feature row came from
+        (`inception_case`, `i3d_case`: what the bootstrap over cases resamples)."""
         frames = np.concatenate(videos)
-        clips = [v[:CLIP_FRAMES] for v in videos if len(v) >= CLIP_FRAMES]
+        picked = np.arange(0, len(frames), self.cfg.fid_every)
+        starts = np.cumsum([0, *(len(v) for v in videos[:-1])])
+        long_enough = [i for i, v in enumerate(videos) if len(v) >= CLIP_FRAMES]
         return {"landmarks": self.detector(frames),
-                "inception": self.inception(frames[::self.cfg.fid_every]),
-                "i3d": self.i3d(np.stack(clips)) if clips else np.zeros((0, N_CLASSES))}
+                "inception": self.inception(frames[picked]),
+                "inception_case": np.searchsorted(starts, picked, side="right") - 1,
+                "i3d": self.i3d(np.stack([videos[i][:CLIP_FRAMES] for i in long_enough]))
+                if long_enough else np.zeros((0, N_CLASSES)),
+                "i3d_case": np.array(long_enough, dtype=int)}
 
 
 def _row_metrics(generated: dict, real: dict, videos: list[np.ndarray],
@@ -322,7 +330,9 @@ def _generate_and_measure(cfg: EvaluateConfig, clips: list[Clip],
                 ("real", real_videos, real_features)):
             row_features = row_features or measure.features(row_videos)
             cased = measure.sync(row_videos, speech) | {
-                "csim": measure.csim(row_videos, references, row_features["landmarks"])}
+                "csim": measure.csim(row_videos, references, row_features["landmarks"]),
+                "features": {"fid": (row_features["inception"], row_features["inception_case"]),
+                             "fvd": (row_features["i3d"], row_features["i3d_case"])}}
             per_case[protocol][row] = cased
             summary = {m: nanmean(cased[m]) for m in CASE_METRICS}
             if row != "real":
@@ -353,27 +363,42 @@ def _absent_rows(results: dict, per_frame: dict, per_case: dict, n_cases: dict[s
 def fast_vs_paper(results: dict, per_frame: dict, per_case: dict, frames: int,
                   tolerance: float) -> dict:
     """The fast sampler against the paper's, per protocol and metric: each one's value, the
-    relative change (positive: worse), its standard error over the cases where one exists
-    (FID and FVD are set-level), and whether it stays within `tolerance`."""
+    relative change (positive: worse), its standard error over the cases (for the set-level FID
+    and FVD, a paired bootstrap over the cases), and whether it stays within `tolerance`."""
     out: dict = {}
     for protocol in PROTOCOLS:
         out[protocol] = {}
         for metric, higher_better in FAST_COMPARED.items():
             paper, fast = results[protocol]["full"][metric], results[protocol]["fast"][metric]
-            if metric in FRAME_METRICS:
-                _, se = paired_difference(per_frame[protocol]["fast"][metric],
-                                          per_frame[protocol]["full"][metric], frames)
+            if not paper:
+                relative_se = float("nan")
+            elif metric in FRAME_METRICS:
+                relative_se = paired_difference(per_frame[protocol]["fast"][metric],
+                                                per_frame[protocol]["full"][metric],
+                                                frames)[1] / abs(paper)
             elif metric in CASE_METRICS:
-                _, se = paired_difference(per_case[protocol]["fast"][metric],
-                                          per_case[protocol]["full"][metric], 1)
+                relative_se = paired_difference(per_case[protocol]["fast"][metric],
+                                                per_case[protocol]["full"][metric],
+                                                1)[1] / abs(paper)
             else:
-                se = float("nan")
+                relative_se = _set_metric_se(per_case[protocol], metric)
             sign = -1.0 if higher_better else 1.0
             worse = sign * (fast - paper) / abs(paper) if paper else float("nan")
             out[protocol][metric] = {"paper": paper, "fast": fast, "worse": worse,
-                                     "se": se / abs(paper) if paper else float("nan"),
+                                     "se": relative_se,
                                      "within": bool(np.isfinite(worse) and worse <= tolerance)}
     return out
+
+
+def _set_metric_se(cased: dict, metric: str) -> float:
+    """The standard error over cases of the fast row's relative change in a set-level metric
+    (FID, FVD) from the paper sampler's: a paired bootstrap (`relative_change_se`)."""
+    sets = [cased.get(row, {}).get("features", {}).get(metric) for row in ("real", "full", "fast")]
+    if any(s is None for s in sets):
+        return float("nan")
+    (real, real_cases), (paper, paper_cases), (fast, fast_cases) = sets
+    return relative_change_se(real, paper, fast, (real_cases, paper_cases, fast_cases),
+                              len(cased["full"]["csim"]))
 
 
 def _metrics(cfg: EvaluateConfig, pipeline: TalkingHeadPipeline, clips: list[Clip],
@@ -448,7 +473,8 @@ def sampler_quality(cfg: EvaluateConfig, variants: dict[str, Variant]) -> dict:
         Measure(cfg, FaceLandmarks(setup.dlib_predictor)), setup.fps)
     first = next(iter(variants))
     against = {name: fast_vs_paper(*(
-        {p: {"full": values[p][first], "fast": values[p][name]} for p in PROTOCOLS}
+        {p: {row: values[p][of] for row, of in (("full", first), ("fast", name), ("real", "real"))
+             if of in values[p]} for p in PROTOCOLS}
         for values in (results, per_frame, per_case)), cfg.frames, cfg.fast_tolerance)
         for name in variants}
     return {"metrics": results, "against_first": against}
