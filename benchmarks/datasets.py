@@ -45,9 +45,11 @@ def _gap(gap: float, se: float, passed: bool = True) -> str:
 
 
 def _check(name: str) -> Callable[[dict], str]:
+    """An evaluation check's gap; "(fast)" where its rows were sampled with the fast sampler."""
     def show(r: dict) -> str:
         check = r["evaluate"]["checks"][name]
-        return _gap(check["gap"], check["se"], check["passed"])
+        sampled = " (fast)" if check.get("row") == "fast" else ""
+        return _gap(check["gap"], check["se"], check["passed"]) + sampled
     return show
 
 
@@ -65,8 +67,9 @@ def _full_and_real(protocol: str, metric: str) -> Callable[[dict], str]:
 def _fast_within(r: dict) -> str:
     compared = [m for p in r["evaluate"]["fast_vs_paper"].values() for m in p.values()]
     worst = max(compared, key=lambda m: m["worse"])
+    spread = "" if worst.get("se") is None else f" ± {100 * worst['se']:.1f}"
     return (f"{sum(m['within'] for m in compared)} of {len(compared)} "
-            f"(worst {100 * worst['worse']:+.1f}%)")
+            f"(worst {100 * worst['worse']:+.1f}%{spread})")
 
 
 def _clustering(r: dict) -> str:
