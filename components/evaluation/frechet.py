@@ -41,8 +41,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
                              "it needs (N, D) with N >= 2 samples")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"frechet_distance: feature sizes differ ({a.shape[1]} vs {b.shape[1]})")
-    a_centred, b_centred = a - a.mean(axis=0), b - b.mean(axis=0)
-    diff = a.mean(axis=0) - b.mean(axis=0)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    a_centred, b_centred, diff = a - mu_a, b - mu_b, mu_a - mu_b
     traces = (a_centred ** 2).sum() / (len(a) - 1) + (b_centred ** 2).sum() / (len(b) - 1)
     return float(diff @ diff + traces - 2 * _trace_sqrt_product(a_centred, b_centred))
 
