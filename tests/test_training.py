@@ -108,12 +108,23 @@ def test_the_moving_average_comes_back(tmp_path):
 def test_checkpoints_of_the_same_recipe_are_kept_and_of_another_cleared(tmp_path):
     folder = tmp_path / "checkpoints"
     recipe = {"channels": (16, 32), "seed": 0}  # tuples, as the params' dataclasses hold them
-    assert not prepare_checkpoint_dir(folder, recipe)
+    assert not prepare_checkpoint_dir(folder, recipe, 100)
     (folder / "step_0000100").mkdir()
-    assert not prepare_checkpoint_dir(folder, dict(recipe))
+    (folder / "step_0000100" / "state.json").write_text("{}")
+    assert not prepare_checkpoint_dir(folder, dict(recipe), 100)
     assert (folder / "step_0000100").is_dir()
-    assert prepare_checkpoint_dir(folder, recipe | {"seed": 1})
+    assert prepare_checkpoint_dir(folder, recipe | {"seed": 1}, 100)
     assert not (folder / "step_0000100").exists()
+
+
+def test_a_run_of_more_steps_resumes_and_of_fewer_starts_over(tmp_path):
+    folder, recipe = tmp_path / "checkpoints", {"seed": 0}
+    prepare_checkpoint_dir(folder, recipe, 400)
+    save_checkpoint(folder, 400, Tiny(), torch.optim.SGD(Tiny().parameters(), lr=0.1))
+    assert not prepare_checkpoint_dir(folder, recipe, 800)  # 2x the steps: continue from 400
+    assert latest_checkpoint(folder).name == "step_0000400"
+    assert prepare_checkpoint_dir(folder, recipe, 200)  # 0.5x: not the 400-step weights
+    assert latest_checkpoint(folder) is None
 
 
 def test_keeps_the_last_n_and_ignores_half_written_folders(tmp_path):

@@ -57,7 +57,7 @@ def prepare_checkpoints(cfg: TrainStyleConfig) -> None:
     recipe["features_sha256"] = digest.hexdigest()
     recipe["checkpoint_layout"] = "training.loop"  # losses under history["loss"]: older
     # checkpoints (a "losses" list) are not resumed
-    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
+    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe, cfg.steps):
         log.info("training params or features changed; starting over in %s", cfg.checkpoint_dir)
 
 

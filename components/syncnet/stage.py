@@ -47,7 +47,7 @@ def prepare_checkpoints(cfg: TrainSyncNetConfig) -> None:
             digest.update((features / name).read_bytes())
     recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     recipe["features_sha256"] = digest.hexdigest()
-    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
+    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe, cfg.steps):
         log.info("training params or features changed; starting over in %s", cfg.checkpoint_dir)
 
 

@@ -95,7 +95,14 @@ def read_state(path: str | Path) -> dict:
     return json.loads((Path(path) / "state.json").read_text())
 
 
-def prepare_checkpoint_dir(root: str | Path, recipe: dict) -> bool:
+def prepare_checkpoint_dir(root: str | Path, recipe: dict, steps: int) -> bool:
     """Keep the checkpoints in `root` only if they were made by this `recipe` (the params that
-    shape the weights, and the versions of the inputs); otherwise start over. True if cleared."""
-    return keep_only_if_made_by(root, recipe)
+    shape the weights, and the versions of the inputs) and none is past `steps`; otherwise start
+    over. True if cleared. More steps than a kept run resume it (the recipes keep a constant
+    learning rate after warm-up, so that equals training that long from the start); fewer start
+    over, or the longer run's weights would pass for a shorter one's."""
+    last = latest_checkpoint(root)
+    past = last is not None and int(last.name.removeprefix("step_")) > steps
+    if past:
+        shutil.rmtree(root)
+    return keep_only_if_made_by(root, recipe) or past

@@ -60,7 +60,7 @@ def prepare_checkpoints(cfg: TrainDenoiserConfig, diffusion: DiffusionConfig) ->
         [Path(cfg.features_dir) / name for name in ("config.json", "index.parquet")]
     recipe |= {"diffusion": asdict(diffusion), "inputs": [_digest(p) for p in inputs],
                "init": _digest(cfg.init_dir), "style": _digest(cfg.style_model)}
-    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
+    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe, cfg.steps):
         log.info("stage %d params or inputs changed; starting over in %s", cfg.stage,
                  cfg.checkpoint_dir)
 

@@ -151,7 +151,7 @@ def train_vae(cfg: TrainVaeConfig, diffusion: DiffusionConfig) -> dict:
     recipe |= {"diffusion.vae": asdict(diffusion.vae), "resolution": diffusion.resolution,
                "features": [hashlib.sha256((features / name).read_bytes()).hexdigest()[:16]
                             for name in ("config.json", "index.parquet")]}
-    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe):
+    if prepare_checkpoint_dir(cfg.checkpoint_dir, recipe, cfg.steps):
         log.info("VAE params or features changed; starting over in %s", cfg.checkpoint_dir)
     run = resumable_run(EXPERIMENT, "train_vae", Path(cfg.checkpoint_dir) / "mlflow_run.json",
                         asdict(cfg) | {"diffusion.vae": asdict(diffusion.vae)},
