@@ -20,7 +20,8 @@ from table import emit
 Row = tuple[str, str, Callable[[dict], str]]
 
 
-def _read(project: Path) -> dict:
+def read_reports(project: Path) -> dict:
+    """A finished project's params and the metrics every stage reported."""
     reports = project / "reports"
     files = {"params": project / "params.yaml"} | {
         name: reports / name / "metrics.json"
@@ -128,7 +129,8 @@ def main() -> None:
     parser.add_argument("projects", nargs="+", metavar="NAME=PROJECT")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    runs = {name: _read(Path(path)) for name, path in (p.split("=", 1) for p in args.projects)}
+    runs = {name: read_reports(Path(path))
+            for name, path in (p.split("=", 1) for p in args.projects)}
     lines = ["| measure | target | " + " | ".join(runs) + " |",
              "|---|---|" + "---|" * len(runs)]
     for label, target, show in ROWS:

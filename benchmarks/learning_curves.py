@@ -26,8 +26,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
-import yaml
-from datasets import _read
+from datasets import read_reports
 from ruamel.yaml import YAML
 from table import cpu_name, emit
 
@@ -40,8 +39,8 @@ def scale_steps(project: Path, scale: float) -> None:
     rt.preserve_quotes = True
     rt.representer.add_representer(  # null stays null, not an empty value
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    base = yaml.safe_load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=project,
-                                         check=True, capture_output=True, text=True).stdout)
+    base = rt.load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=project,
+                                  check=True, capture_output=True, text=True).stdout)
     params = project / "params.yaml"
     doc = rt.load(params.read_text())
     for stage in STAGES:
@@ -134,7 +133,7 @@ TARGETS = {"stage 1 PSNR (dB)": 23.0, "reconstruction FVD / VAE ceiling": 1.2,
 
 def _read_run(folder: Path) -> dict:
     try:
-        run = _read(folder)
+        run = read_reports(folder)
     except FileNotFoundError as err:
         raise SystemExit(f"{folder}: {err.filename} is missing (not a finished run)") from None
     minutes = folder / "minutes.json"
