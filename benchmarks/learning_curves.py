@@ -54,8 +54,8 @@ def train(project: Path, scale: float, keep: Path) -> None:
     """`dvc repro evaluate` at the scaled steps; each stage's minutes from when DVC starts it."""
     if not (project / "dvc.yaml").is_file() or not (project / ".venv/bin/dvc").is_file():
         raise SystemExit(f"{project}: not an installed SVP checkout (no dvc.yaml or .venv)")
-    if scale <= 0:
-        raise SystemExit(f"scale must be above 0, got {scale}")
+    if not (math.isfinite(scale) and 0 < scale <= 100):
+        raise SystemExit(f"scale must be a number above 0 and at most 100, got {scale}")
     scale_steps(project, scale)
     starts: list[tuple[str, float]] = []
     start = time.time()

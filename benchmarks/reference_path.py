@@ -121,6 +121,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.items < 1:
+        raise SystemExit(f"--items must be at least 1, got {args.items}")
+    if args.denoiser is not None and not (args.denoiser / "config.json").is_file():
+        raise SystemExit(f"{args.denoiser}: not a saved denoiser (no config.json)")
     try:
         params = load_params(args.project / "params.yaml")
     except SvpError as err:
