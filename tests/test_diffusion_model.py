@@ -3,6 +3,9 @@ dropped, the temporal limit, save/load without pickles, the sampler."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -53,11 +56,12 @@ def denoiser_at(stage: int) -> Denoiser:
 
 
 def paper_trains(stage: int, name: str) -> bool:
-    """The paper's split, written out independently of the recipe."""
+    """The paper's split, written out independently of the recipe (`reference_in`, the
+    reference latents' input conv, is this project's and trains with conv_in in stage 1)."""
     spatial_cross = "motion_modules" not in name and (
         ".attn2." in name or (".norm2." in name and ".transformer_blocks." in name))
     if stage == 1:
-        return (name.startswith(("reference_net.", "kps_guider.")) or
+        return (name.startswith(("reference_net.", "kps_guider.", "reference_in.")) or
                 (name.startswith("unet.") and not spatial_cross))
     if stage == 2:
         return name.startswith("audio_projection.") or "motion_modules" in name or (
@@ -162,6 +166,45 @@ def test_saved_denoiser_loads_back_without_pickles(tmp_path, monkeypatch):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json",
                                                      "diffusion_pytorch_model.safetensors"}
+
+
+def test_reference_input_starts_silent_and_is_conv_in_over_more_channels():
+    """A new denoiser is the same function with and without the reference input (its conv is
+    zero); trained, the conv is conv_in over the reference's channels appended (SVD's concat)."""
+    torch.manual_seed(0)
+    with_input = new_denoiser(TINY).eval()
+    torch.manual_seed(0)
+    without = new_denoiser(replace(TINY, reference_input=False)).eval()
+    assert without.reference_in is None
+    c = conditions(1, 1, style=False)
+    t = torch.tensor([400])
+    with torch.no_grad():
+        a, b = (m(c["latents"], t, m.encode_reference(c["reference"]), c["kps"])
+                for m in (with_input, without))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        with_input.reference_in.weight.normal_()
+        conv_in = with_input.unet.conv_in
+        concat = torch.nn.Conv2d(8, conv_in.out_channels, 3, padding=1)
+        concat.weight.copy_(torch.cat([conv_in.weight, with_input.reference_in.weight], 1))
+        concat.bias.copy_(conv_in.bias)
+        x = c["latents"][:, :, 0]
+        torch.testing.assert_close(conv_in(x) + with_input.reference_in(c["reference"]),
+                                   concat(torch.cat([x, c["reference"]], 1)))
+
+
+def test_a_denoiser_saved_before_the_reference_input_loads_as_it_was(tmp_path):
+    denoiser = new_denoiser(replace(TINY, reference_input=False)).eval()
+    denoiser.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["reference_input"]  # what a generator saved before the param holds
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_pretrained(Denoiser, tmp_path)
+    assert loaded.reference_in is None
+    c = conditions(1, 1, style=False)
+    with torch.no_grad():
+        a, b = (m(c["latents"], torch.tensor([5]), m.encode_reference(c["reference"]), c["kps"])
+                for m in (denoiser, loaded))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_audio_normaliser_standardises_and_travels_with_the_weights(tmp_path):

@@ -116,9 +116,9 @@ def test_windows_cover_every_frame_and_blend_smoothly():
 
 
 def test_twenty_seconds_have_no_seams():
-    """500 frames (20 s) in windows of 8: the change across window edges is within 1.2x of the
-    change inside windows. Without overlap the same model shows its seams (1.7x), so the measure
-    can see them."""
+    """500 frames (20 s) in windows of 8: the change across window edges is within 1.25x of the
+    change inside windows. Without overlap the same model shows its seams, so the measure can see
+    them (random tiny models of three seeds: 0.97-1.23x blended, 1.37-1.89x without overlap)."""
     vae, denoiser = tiny_parts(blind=True)
     inputs = smooth_inputs(500)
 
@@ -128,8 +128,8 @@ def test_twenty_seconds_have_no_seams():
 
     blended = video(overlap=3)
     assert blended.shape == (500, 32, 32, 3)
-    assert seam_ratio(blended, 8, 3) < 1.2
-    assert seam_ratio(video(overlap=0), 8, 0) > 1.2
+    assert seam_ratio(blended, 8, 3) < 1.25
+    assert seam_ratio(video(overlap=0), 8, 0) > 1.3
 
 
 def test_style_mix_ends_are_the_single_styles_and_between_is_between():

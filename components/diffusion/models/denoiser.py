@@ -2,11 +2,18 @@
 audio and style projections, wired by attention processors (`attention.py`).
 
     reference latent ──ReferenceNet (t = 0, zero context)──> bank: attn1 inputs of every layer
+                     ──reference_in (a zero-init conv)──> added to conv_in's output, every frame
     Head-Kps images ──guider──> added to conv_in's output, per frame
     audio windows ──AudioProjection──> tokens per frame ──> attn2 (audio cross-attention)
     style draw ──StyleProjection──> tokens ──> the style cross-attention inside attn2
     noisy latents (B, C, F, h, w) ──UNet (attn1 reads the bank; from stage 2 on, motion modules
                                     across the F frames)──> prediction (B, C, F, h, w)
+
+`reference_in` (`diffusion.reference_input`) is SVD's and MimicMotion's channel concatenation of
+the reference latents to the noisy ones written as a second conv: conv_in([x; r]) with r's new
+input channels zero-initialised equals conv_in(x) + reference_in(r), so SD's conv_in keeps its
+pretrained weights untouched. Attention alone copied colours loosely: held-out backgrounds came
+out 24 (0-255) off where the VAE's floor is 13.5 (`benchmarks/reference_path.md`).
 
 Stage 1 trains an image model (`UNet2DConditionModel`, `motion_config` None: frames are
 denoised one by one); `add_motion` turns it into the video model (`UNetMotionModel`).
@@ -45,6 +52,8 @@ from components.diffusion.models.motion import new_motion_adapter
 from components.diffusion.models.style_projection import StyleProjection
 from components.errors import SvpError
 
+REFERENCE_LATENTS = "reference_latents"  # the bank's entry that is no layer's
+
 
 @contextmanager
 def added_to_conv_in(unet: nn.Module, features: Tensor) -> Iterator[None]:
@@ -61,7 +70,8 @@ class Denoiser(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, unet_config: dict, motion_config: dict | None,
-                 kps_guider_channels: list[int], audio_config: dict, style_config: dict):
+                 kps_guider_channels: list[int], audio_config: dict, style_config: dict,
+                 reference_input: bool = False):
         super().__init__()
         spatial = UNet2DConditionModel(**unet_config)
         self.reference_net = copy.deepcopy(spatial)  # both start as the same UNet, as both
@@ -72,6 +82,11 @@ class Denoiser(ModelMixin, ConfigMixin):
         channels = unet_config["block_out_channels"][0]
         context = unet_config["cross_attention_dim"]
         self.kps_guider = HeadKpsGuider(channels, tuple(kps_guider_channels))
+        self.reference_in = None  # denoisers saved before the param read it as False
+        if reference_input:
+            self.reference_in = nn.Conv2d(unet_config["in_channels"], channels, 3, padding=1,
+                                          bias=False)
+            nn.init.zeros_(self.reference_in.weight)
         self.audio_projection = AudioProjection(cross_attention_dim=context, **audio_config)
         self.style_projection = StyleProjection(cross_attention_dim=context, **style_config)
         for name, attn in spatial_attentions(self.reference_net, "attn1").items():
@@ -114,14 +129,29 @@ class Denoiser(ModelMixin, ConfigMixin):
         return self.config.audio_config["window_steps"] // 2
 
     def encode_reference(self, reference_latents: Tensor) -> dict[str, Tensor]:
-        """The ReferenceNet's features (layer name -> (B, L, C)) of (B, C, h, w) latents."""
+        """The ReferenceNet's features (layer name -> (B, L, C)) of (B, C, h, w) latents, and
+        the latents themselves under `REFERENCE_LATENTS` when the denoiser reads them at input."""
         b = reference_latents.shape[0]
         inputs = AttentionInputs()
         context = reference_latents.new_zeros(b, 1, self.config.unet_config["cross_attention_dim"])
         timestep = torch.zeros(b, dtype=torch.long, device=reference_latents.device)
         self.reference_net(reference_latents, timestep, encoder_hidden_states=context,
                            cross_attention_kwargs={"inputs": inputs})
-        return inputs.bank
+        if self.reference_in is None:
+            return inputs.bank
+        return inputs.bank | {REFERENCE_LATENTS: reference_latents}
+
+    def _input_features(self, kps: Tensor, reference: dict[str, Tensor], keep: Tensor,
+                        dtype: torch.dtype) -> Tensor:
+        """What is added to conv_in's output of each of the B x F frames: the Head-Kps guider's
+        features and the reference latents' (the video's one reference on each of its frames)."""
+        frames = kps.shape[1]
+        keep = keep.repeat_interleave(frames)
+        features = self._kps_features(kps.flatten(0, 1).to(dtype), keep)
+        if self.reference_in is None:
+            return features
+        latents = reference[REFERENCE_LATENTS].repeat_interleave(frames, dim=0).to(dtype)
+        return features + self.reference_in(latents) * keep.to(dtype)[:, None, None, None]
 
     def _kps_features(self, images: Tensor, keep: Tensor) -> Tensor:
         """The guider's features of the kept images, zeros for the dropped ones (the guider does
@@ -145,8 +175,7 @@ class Denoiser(ModelMixin, ConfigMixin):
             raise SvpError(f"{frames} frames exceed the motion module's limit of "
                            f"{self.max_frames} (diffusion.motion.max_seq_length)")
         keep = torch.ones(b, dtype=torch.bool, device=latents.device) if keep is None else keep
-        kps_features = self._kps_features(kps.flatten(0, 1).to(latents.dtype),
-                                          keep.repeat_interleave(frames))
+        input_features = self._input_features(kps, reference, keep, latents.dtype)
         context = self.config.unet_config["cross_attention_dim"]
         if audio is None:
             tokens = latents.new_zeros(b * frames, 1, context)
@@ -159,7 +188,7 @@ class Denoiser(ModelMixin, ConfigMixin):
             style_tokens=None if style is None else self.style_projection(style.to(latents.dtype)),
             style_keep=keep.float() * style_scale)
         kwargs = {"encoder_hidden_states": tokens, "cross_attention_kwargs": {"inputs": inputs}}
-        with added_to_conv_in(self.unet, kps_features):
+        with added_to_conv_in(self.unet, input_features):
             if self.config.motion_config is not None:
                 return self.unet(latents, timesteps, **kwargs).sample
             # the image model (stage 1): every frame on its own

@@ -53,7 +53,7 @@ def trainable(stage: int, name: str, unread: set[str]) -> bool:
     if stage == 1:
         if name.startswith("reference_net."):
             return name not in unread
-        if name.startswith("kps_guider."):
+        if name.startswith(("kps_guider.", "reference_in.")):
             return True
         return name.startswith("unet.") and "motion_modules" not in name \
             and not _in_spatial_attn2(name)
