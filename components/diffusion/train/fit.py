@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -86,6 +87,35 @@ def moving_average(cfg: TrainDenoiserConfig, params: list[nn.Parameter]) -> EMAM
     return EMAModel(params, decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power)
 
 
+def denoising_loss(model: nn.Module, scheduler: SchedulerMixin, batch: dict[str, Tensor | None],
+                   keep: Tensor, timesteps: Tensor, noise: Tensor, cfg: TrainDenoiserConfig,
+                   bf16: bool) -> Tensor:
+    """One batch's loss (`batch_of`'s tensors, on the model's device): the min-SNR-weighted
+    MSE between the prediction and the schedule's target, the mouth weighted up."""
+    latents = batch["latents"]
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = training_target(scheduler, latents, noise, timesteps)
+    with autocast(bf16, latents.device):
+        prediction = model(noisy, timesteps, batch["reference"], batch["kps"], batch["audio"],
+                           batch["style"], keep)
+    weight = 1 + cfg.mouth_loss_weight * batch["mouth"]
+    per_sample = (weight * (prediction.float() - target).pow(2)).mean(dim=(1, 2, 3, 4))
+    return (snr_weights(scheduler, timesteps, cfg.snr_gamma) * per_sample).mean()
+
+
+def apply_gradients(loss: Tensor, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                    ema: EMAModel | None, without: list[nn.Parameter]) -> None:
+    """Backward, gradients of `without` dropped, clipped to norm 1, one AdamW step, the EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for param in without:
+        param.grad = None
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    if ema is not None:
+        ema.step(params)
+
+
 def train_loop(config: dict) -> None:
     """The per-worker function Ray Train runs."""
     import ray.train
@@ -137,35 +167,19 @@ def train_loop(config: dict) -> None:
                  for _ in range(size)]
         batch = batch_of(picks, clips, frames, diffusion.resolution, denoiser.audio_frames,
                          styles, with_audio=cfg.stage > 1, rng_torch=random.torch)
-        latents = batch["latents"].to(device)
-        b = len(latents)
+        b = len(batch["latents"])
         keep = torch.rand(b, generator=random.torch) >= cfg.uncond_probability
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,),
                                   generator=random.torch)
-        noise = torch.randn(latents.shape, generator=random.torch).to(device)
-        timesteps = timesteps.to(device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        target = training_target(scheduler, latents, noise, timesteps)
-        with autocast(bf16, device):
-            prediction = model(noisy, timesteps, batch["reference"].to(device),
-                               batch["kps"].to(device),
-                               None if batch["audio"] is None else batch["audio"].to(device),
-                               None if batch["style"] is None else batch["style"].to(device),
-                               keep.to(device))
-        weight = 1 + cfg.mouth_loss_weight * batch["mouth"].to(device)
-        per_sample = (weight * (prediction.float() - target).pow(2)).mean(dim=(1, 2, 3, 4))
-        loss = (snr_weights(scheduler, timesteps, cfg.snr_gamma) * per_sample).mean()
+        noise = torch.randn(batch["latents"].shape, generator=random.torch)
+        batch = {k: None if v is None else v.to(device) for k, v in batch.items()}
+        loss = denoising_loss(model, scheduler, batch, keep.to(device), timesteps.to(device),
+                              noise.to(device), cfg, bf16)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage {cfg.stage}: non-finite loss at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if images:  # one frame has no motion to learn: no gradient, so AdamW moves neither
-            for param in motion:  # the motion modules nor their moments
-                param.grad = None
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if ema is not None:
-            ema.step(params)
+        # one frame has no motion to learn: no gradient, so AdamW moves neither the motion
+        # modules nor their moments
+        apply_gradients(loss, optimizer, params, ema, without=motion if images else [])
         return {"loss": loss.item()}
 
     metrics = RankZeroMetrics(StageRun(**config["mlflow"]) if config["mlflow"] else None, rank)
