@@ -329,7 +329,7 @@ class DiffusionConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     kps_guider_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    reference_input: bool = True  # the reference latents also enter beside the noisy ones
+    reference_input: bool = False  # the reference latents also enter beside the noisy ones
     audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
     style: StyleProjectionConfig = field(default_factory=StyleProjectionConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)

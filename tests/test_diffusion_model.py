@@ -45,9 +45,9 @@ def conditions(b: int, frames: int, style: bool = True, seed: int = 1) -> dict:
             "style": torch.randn(b, 64, generator=g) if style else None}
 
 
-def denoiser_at(stage: int) -> Denoiser:
+def denoiser_at(stage: int, reference_input: bool = False) -> Denoiser:
     torch.manual_seed(0)
-    denoiser = new_denoiser(TINY)
+    denoiser = new_denoiser(replace(TINY, reference_input=reference_input))
     if stage > 1:
         add_motion_modules(denoiser, TINY)
     for p in denoiser.parameters():  # as after training: no zero-initialised output left
@@ -69,9 +69,10 @@ def paper_trains(stage: int, name: str) -> bool:
     return name.startswith("style_projection.") or ".attn2.processor.style." in name
 
 
+@pytest.mark.parametrize("reference_input", [False, True])
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_a_stage_trains_exactly_the_papers_parameters(stage):
-    denoiser = denoiser_at(stage)
+def test_a_stage_trains_exactly_the_papers_parameters(stage, reference_input):
+    denoiser = denoiser_at(stage, reference_input)
     trained = set_trainable(denoiser, stage)
     names = {n for n, p in denoiser.named_parameters() if p.requires_grad}
     assert len(names) == len(trained)
@@ -98,8 +99,9 @@ def test_a_stage_trains_exactly_the_papers_parameters(stage):
             assert torch.equal(param, before[name]), f"frozen {name} changed"
 
 
-def test_dropped_conditions_are_absent():
-    denoiser = denoiser_at(3).eval()
+@pytest.mark.parametrize("reference_input", [False, True])
+def test_dropped_conditions_are_absent(reference_input):
+    denoiser = denoiser_at(3, reference_input).eval()
     c, other = conditions(2, 4), conditions(2, 4, seed=2)
     other["latents"] = c["latents"]
     t, keep = torch.tensor([300, 300]), torch.tensor([False, True])
@@ -154,7 +156,7 @@ def test_image_model_becomes_the_video_model_unchanged_at_first():
 def test_saved_denoiser_loads_back_without_pickles(tmp_path, monkeypatch):
     import pickle
 
-    denoiser = denoiser_at(3).eval()
+    denoiser = denoiser_at(3, reference_input=True).eval()
     denoiser.save_pretrained(tmp_path)
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load"))
@@ -172,9 +174,9 @@ def test_reference_input_starts_silent_and_is_conv_in_over_more_channels():
     """A new denoiser is the same function with and without the reference input (its conv is
     zero); trained, the conv is conv_in over the reference's channels appended (SVD's concat)."""
     torch.manual_seed(0)
-    with_input = new_denoiser(TINY).eval()
+    with_input = new_denoiser(replace(TINY, reference_input=True)).eval()
     torch.manual_seed(0)
-    without = new_denoiser(replace(TINY, reference_input=False)).eval()
+    without = new_denoiser(TINY).eval()
     assert without.reference_in is None
     c = conditions(1, 1, style=False)
     t = torch.tensor([400])
@@ -193,7 +195,7 @@ def test_reference_input_starts_silent_and_is_conv_in_over_more_channels():
 
 
 def test_a_denoiser_saved_before_the_reference_input_loads_as_it_was(tmp_path):
-    denoiser = new_denoiser(replace(TINY, reference_input=False)).eval()
+    denoiser = new_denoiser(TINY).eval()
     denoiser.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     del config["reference_input"]  # what a generator saved before the param holds

@@ -12,9 +12,11 @@ audio and style projections, wired by attention processors (`attention.py`).
 `reference_in` (`diffusion.reference_input`) is SVD's and MimicMotion's channel concatenation of
 the reference latents to the noisy ones written as a second conv: conv_in([x; r]) with r's new
 input channels zero-initialised equals conv_in(x) + reference_in(r), so SD's conv_in keeps its
-pretrained weights untouched. Attention alone copied colours loosely: a held-out background came
+pretrained weights untouched. Attention alone copies colours loosely: a held-out background came
 out 24 (0-255) off where the VAE's floor is 13.5, 14 with this input (the second embedded
-dataset; `benchmarks/reference_path.md`).
+dataset; `benchmarks/reference_path.md`). It is off by default: the reference, aligned pixel for
+pixel, also carries its expression, and stage 3's style (trained on other-emotion references)
+then moved the expression away from the target.
 
 Stage 1 trains an image model (`UNet2DConditionModel`, `motion_config` None: frames are
 denoised one by one); `add_motion` turns it into the video model (`UNetMotionModel`).
