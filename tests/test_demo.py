@@ -74,6 +74,13 @@ def requested_urls(driver) -> set[str]:
     return urls
 
 
+def both_uploads_shown(driver) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return all(driver.find_elements(By.CSS_SELECTOR, f"#{name} input[type=file]")
+               for name in ("portrait", "speech"))
+
+
 def page_text(driver) -> str:
     return driver.execute_script("return document.body.innerText")
 
@@ -87,7 +94,7 @@ def test_the_page_makes_a_video_in_chromium_and_shows_bad_input(demo_url, media,
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#portrait input[type=file]"))
+        wait.until(both_uploads_shown)  # Gradio renders its components one after another
         driver.find_element(By.CSS_SELECTOR, "#portrait input[type=file]").send_keys(
             str(media["portrait"]))
         driver.find_element(By.CSS_SELECTOR, "#speech input[type=file]").send_keys(
@@ -114,7 +121,7 @@ def test_the_page_makes_a_video_in_chromium_and_shows_bad_input(demo_url, media,
         assert "Your uploads were deleted" in page_text(driver)
 
         # a face-less image: the CLI's one line in the page, and the page keeps serving
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#portrait input[type=file]"))
+        wait.until(both_uploads_shown)
         driver.find_element(By.CSS_SELECTOR, "#speech input[type=file]").send_keys(
             str(media["speech"]))
         driver.find_element(By.CSS_SELECTOR, "#portrait input[type=file]").send_keys(
