@@ -38,6 +38,7 @@ from components.diffusion.train.fit import (
     moving_average,
 )
 from components.diffusion.train.recipes import set_trainable
+from components.errors import SvpError
 from components.features.audio import N_HIDDEN, WIDTH
 from components.precision import use_bf16
 
@@ -121,7 +122,10 @@ def main() -> None:
     if args.steps < 1:
         sys.exit(f"--steps {args.steps}: must be at least 1")
     device = torch.device(args.device)
-    params = load_params("params.yaml", args.profile or None)
+    try:
+        params = load_params("params.yaml", args.profile or None)
+    except SvpError as err:
+        sys.exit(f"error: {err}")
     denoiser, d = random_denoiser(params, device)
     rows = []
     for stage, cfg in ((1, params.train_stage1), (2, params.train_stage2),
