@@ -184,7 +184,7 @@ def train_stage2(params: ParamsOption = Path("params.yaml")):
 @train_app.command("stage3")
 @needs("mlflow", "ray")
 def train_stage3(params: ParamsOption = Path("params.yaml")):
-    """Stage 3: cross-emotion windows; only the style attention and projection train."""
+    """Stage 3: cross-emotion references; only the style attention and projection train."""
     from components.diffusion.train.stage import train_denoiser
 
     loaded = load_params(params)
