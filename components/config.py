@@ -406,6 +406,8 @@ class TrainDenoiserConfig:
     image_steps: int = Field(0, ge=0)  # the first steps train on single frames instead
     image_batch_size: int = Field(16, ge=1)  # (image_batch_size of them per step)
     procedural_share: float = Field(0.0, ge=0, le=1)  # samples from the procedural identities
+    own_reference_share: float = Field(0.0, ge=0, le=1)  # stage 3: samples whose reference is
+    # a frame of their own clip (as in reconstruction) instead of another emotion's
     batch_size: int = Field(16, ge=1)  # samples per step per worker
     steps: int = Field(200, ge=1)
     lr: float = Field(1e-3, gt=0)

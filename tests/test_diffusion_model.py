@@ -21,7 +21,7 @@ from components.diffusion.frames import Clip
 from components.diffusion.models.build import add_motion_modules, motion_config, new_denoiser
 from components.diffusion.models.denoiser import Denoiser
 from components.diffusion.train.fit import DenoisingObjective
-from components.diffusion.train.recipes import set_trainable
+from components.diffusion.train.recipes import pick_sample, set_trainable
 from components.errors import SvpError
 from components.evaluation.metrics import correlation, paired_difference
 from components.evaluation.stage_checks import fixed_items, mouth_follows_audio
@@ -259,6 +259,22 @@ def test_stage2_other_speech_is_another_sentence_of_the_same_speaker():
     assert (item.target, item.other_speech) == (0, 2)
     assert correlation(speech, 3.0 - speech) == pytest.approx(-1.0)
     assert np.isnan(correlation(speech, np.ones(16)))  # a still mouth has no correlation
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_stage3_references_another_emotion_or_with_a_share_another_frame_of_its_own_clip(share):
+    """Reconstruction references a frame of the target's own clip, so a share of stage 3's
+    samples does too; the rest follow the paper's cross-emotion training."""
+    speech = np.zeros(16)
+    clips = [clip_with_opening(f"{who}_{emotion}", who, speech) for who in "AB"
+             for emotion in ("happy", "sad", "angry")]
+    clips = [replace(c, group=c.sample_id) for c in clips]
+    rng = np.random.default_rng(0)
+    picks = [pick_sample(3, clips, 1, rng, own_reference_share=share) for _ in range(400)]
+    own = [p for p in picks if p.reference == p.target]
+    assert all(clips[p.reference].identity == clips[p.target].identity for p in picks)
+    assert all(p.reference_frame != p.start for p in own)  # never the target frame itself
+    assert len(own) / len(picks) == pytest.approx(share, abs=0.06)
 
 
 def test_stages_2_and_3_train_on_the_window_the_generator_samples_with():

@@ -163,7 +163,7 @@ def train_loop(config: dict) -> None:
                                                                  cfg.batch_size)
         picks = [pick_sample(cfg.stage, clips, frames, random.numpy,
                              pools[int(len(pools) > 1 and random.numpy.random()
-                                       < cfg.procedural_share)])
+                                       < cfg.procedural_share)], cfg.own_reference_share)
                  for _ in range(size)]
         batch = batch_of(picks, clips, frames, diffusion.resolution, denoiser.audio_frames,
                          styles, with_audio=cfg.stage > 1, rng_torch=random.torch)

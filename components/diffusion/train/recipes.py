@@ -6,8 +6,11 @@
 - Stage 2 (8-frame windows): the motion modules, the audio `attn2` + `norm2` and the audio
   projection train; everything else is frozen. The reference is a frame of the same clip.
 - Stage 3: only the style attention and the style projection train. The reference is a frame of
-  a clip of the same identity with another emotion (the paper's cross-emotion training); the style
-  is a draw from the prior of another clip of the target's style group.
+  a clip of the same identity with another emotion (the paper's cross-emotion training), or, for
+  a share of the samples (`own_reference_share`), a frame of the target's own clip: the
+  reconstruction protocol's case, where the reference already shows the emotion and the style
+  must not add it again; the style is a draw from the prior of another clip of the target's
+  style group.
 
 The ReferenceNet layers after its last self-attention input are never read (V-Express freezes
 its `up_blocks.3` for the same reason) and stay frozen.
@@ -80,19 +83,21 @@ def set_trainable(denoiser: Denoiser, stage: int) -> list[torch.nn.Parameter]:
 
 
 def pick_sample(stage: int, clips: list[Clip], frames: int, rng: np.random.Generator,
-                targets: list[int] | None = None) -> Sample:
-    """A sample whose target clip is drawn from `targets` (default: any clip)."""
+                targets: list[int] | None = None, own_reference_share: float = 0.0) -> Sample:
+    """A sample whose target clip is drawn from `targets` (default: any clip); in stage 3 its
+    reference is of another emotion, or of its own clip with `own_reference_share`."""
     target = int(rng.integers(len(clips))) if targets is None else \
         targets[int(rng.integers(len(targets)))]
     clip = clips[target]
     start = int(rng.integers(0, max(1, len(clip) - frames + 1)))
     reference = target
-    if stage == 3:  # the paper's cross-emotion training
+    own = stage == 3 and own_reference_share > 0 and rng.random() < own_reference_share
+    if stage == 3 and not own:  # the paper's cross-emotion training
         others = [i for i, c in enumerate(clips)
                   if c.identity == clip.identity and c.group != clip.group]
         reference = int(others[rng.integers(len(others))]) if others else target
     reference_frame = int(rng.integers(len(clips[reference])))
-    if stage == 1 and reference == target and len(clip) > 1:
+    if (stage == 1 or own) and reference == target and len(clip) > 1:  # not the target itself
         while reference_frame == start:
             reference_frame = int(rng.integers(len(clip)))
     style = None
