@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from components.config import PromoteConfig
 from components.diffusion.frames import Clip
 from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
-from components.evaluation.rows import case_rows
+from components.evaluation.rows import protocol_rows
 from components.media import decode_video, folder_hash
 from components.promotion.rule import decide
 from components.registry.generator import generator_folder
@@ -97,13 +97,13 @@ def assert_a_failed_evaluation_keeps_the_last_report(trained, params, monkeypatc
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     made = []
 
-    def dies_on_the_second_case(*args, **kwargs):
+    def dies_on_the_second_protocol(*args, **kwargs):
         made.append(args)
         if len(made) == 2:
             raise RuntimeError("killed halfway")
-        return case_rows(*args, **kwargs)
+        return protocol_rows(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation_stage, "case_rows", dies_on_the_second_case)
+    monkeypatch.setattr(evaluation_stage, "protocol_rows", dies_on_the_second_protocol)
     with chdir(trained), pytest.raises(RuntimeError, match="killed halfway"):
         evaluation_stage.evaluate(load_params(params).evaluate)
     monkeypatch.undo()

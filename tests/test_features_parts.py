@@ -80,6 +80,29 @@ def test_dlib_backend_matches_the_truth(tiny_dataset):
         DlibLandmarks("/nope.dat")
 
 
+def test_dlib_on_worker_processes_gives_the_numbers_of_one_process(tiny_dataset):
+    """`svp evaluate`'s landmarks and CSIM embeddings on two processes: the same values, in
+    the frames' order, as in this process (a frame without a face among them)."""
+    from components.evaluation.dlib_workers import DlibWorkers
+    from components.evaluation.identity import FaceIdentity
+    from components.evaluation.metrics import FaceLandmarks
+
+    video, _, _ = clip(tiny_dataset)
+    frames, _ = decode_video(video)
+    frames = np.concatenate([frames[:5], np.zeros_like(frames[:1]), frames[5:9]])
+    alone, identity = FaceLandmarks(PREDICTOR), FaceIdentity()
+    landmarks = alone(frames)
+    embeddings = identity(frames, landmarks)
+    workers = DlibWorkers(2, str(identity.path))
+    try:
+        np.testing.assert_array_equal(FaceLandmarks(PREDICTOR, workers)(frames), landmarks)
+        np.testing.assert_array_equal(FaceIdentity(workers=workers)(frames, landmarks),
+                                      embeddings)
+    finally:
+        workers.close()
+    assert np.isfinite(embeddings).all()  # the faceless frame reuses the previous frame's box
+
+
 def test_face_alignment_backend_loads_local_weights_only(tiny_dataset, tmp_path):
     from face_alignment.detection.sfd.net_s3fd import s3fd
     from face_alignment.models import FAN

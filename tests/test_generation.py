@@ -465,6 +465,12 @@ def test_one_window_is_one_plain_sampling_loop_and_a_batch_is_its_videos():
     assert np.abs(video.astype(int) - plain).max() <= 1
     batch = pipeline.generate_batch([inputs, smooth_inputs(6, seed=5)], seed=7)
     assert np.abs(batch[0].astype(int) - video).max() <= 1
+    same_noise = pipeline.generate_batch([smooth_inputs(6, seed=5), inputs], seed=7,
+                                         noise=[0, 0])  # evaluate's batches of cases
+    assert np.abs(same_noise[1].astype(int) - video).max() <= 1
+    assert np.abs(same_noise[0].astype(int) - batch[1]).max() > 1  # another noise than index 1
+    with pytest.raises(SvpError, match="2 videos but 1 noise indices"):
+        pipeline.generate_batch([inputs, inputs], seed=7, noise=[0])
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

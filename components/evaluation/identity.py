@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from components.errors import SvpError
+from components.evaluation.dlib_workers import DlibWorkers, worker_model
 
 CHIP = 150  # dlib's aligned face chip side
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -31,34 +32,45 @@ def packaged_model() -> Path | None:
 
 
 class FaceIdentity:
-    """128-d identity embeddings of faces whose 68 landmarks are known."""
+    """128-d identity embeddings of faces whose 68 landmarks are known; on `workers`' processes
+    where given (the same numbers)."""
 
-    def __init__(self, model_path: str | None = None):
-        path = Path(model_path) if model_path else packaged_model()
-        if path is None or not path.is_file():
-            raise SvpError(f"{path or MODEL_FILE}: dlib's face-recognition model not found "
+    def __init__(self, model_path: str | None = None, workers: DlibWorkers | None = None):
+        self.path = Path(model_path) if model_path else packaged_model()
+        if self.path is None or not self.path.is_file():
+            raise SvpError(f"{self.path or MODEL_FILE}: dlib's face-recognition model not found "
                            "(install face-recognition-models, or set its path)")
-        self.model = dlib.face_recognition_model_v1(str(path))
+        self.model = dlib.face_recognition_model_v1(str(self.path))
+        self.workers = workers
 
     def __call__(self, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB and (N, 68, 2) landmarks in their pixels -> (N, 128), a NaN
         row where the landmarks are missing."""
-        scale = max(1, math.ceil(CHIP / frames.shape[1]))
-        out = np.full((len(frames), 128), np.nan)
-        for i, (frame, points) in enumerate(zip(frames, landmarks, strict=True)):
-            if not np.isfinite(points).all():
-                continue
-            if scale > 1:
-                frame = cv2.resize(frame, None, fx=scale, fy=scale,
-                                   interpolation=cv2.INTER_CUBIC)
-            points = (points * scale).round().astype(int).tolist()
-            xs, ys = zip(*points, strict=True)
-            shape = dlib.full_object_detection(dlib.rectangle(min(xs), min(ys), max(xs), max(ys)),
-                                               dlib.points([dlib.point(*p) for p in points]))
-            chip = dlib.get_face_chip(np.ascontiguousarray(frame), shape, size=CHIP,
-                                      padding=0.25)
-            out[i] = np.asarray(self.model.compute_face_descriptor(chip))
-        return out
+        if self.workers is not None and len(frames):
+            return np.stack(self.workers.map(_embeddings_on_worker, frames, landmarks))
+        return face_embeddings(self.model, frames, landmarks)
+
+
+def _embeddings_on_worker(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    return face_embeddings(worker_model("recognizer"), frames, landmarks)
+
+
+def face_embeddings(model, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """`FaceIdentity` with dlib's network `model`: each face aligned into dlib's chip first."""
+    scale = max(1, math.ceil(CHIP / frames.shape[1]))
+    out = np.full((len(frames), 128), np.nan)
+    for i, (frame, points) in enumerate(zip(frames, landmarks, strict=True)):
+        if not np.isfinite(points).all():
+            continue
+        if scale > 1:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        points = (points * scale).round().astype(int).tolist()
+        xs, ys = zip(*points, strict=True)
+        shape = dlib.full_object_detection(dlib.rectangle(min(xs), min(ys), max(xs), max(ys)),
+                                           dlib.points([dlib.point(*p) for p in points]))
+        chip = dlib.get_face_chip(np.ascontiguousarray(frame), shape, size=CHIP, padding=0.25)
+        out[i] = np.asarray(model.compute_face_descriptor(chip))
+    return out
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -18,8 +18,9 @@ import numpy as np
 from scipy import stats
 from skimage.metrics import structural_similarity
 
+from components.evaluation.dlib_workers import DlibWorkers, worker_model
 from components.features.head_kps import head_kps
-from components.features.landmarks import DlibLandmarks
+from components.features.landmarks import DlibLandmarks, face_boxes
 
 MOUTH = slice(48, 68)
 DETECTOR_SIDE = 128  # frames are upscaled to at least this before detection (dlib's HOG needs
@@ -37,17 +38,25 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FaceLandmarks:
-    """68 landmarks per frame, NaN where no face is found."""
+    """68 landmarks per frame, NaN where no face is found; faces found on `workers`' processes
+    where given (the same numbers)."""
 
-    def __init__(self, predictor_path: str):
+    def __init__(self, predictor_path: str, workers: DlibWorkers | None = None):
         self.dlib = DlibLandmarks(predictor_path)
+        self.workers = workers
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         scale = max(1, math.ceil(DETECTOR_SIDE / frames.shape[1]))
         if scale > 1:
             frames = np.stack([cv2.resize(f, None, fx=scale, fy=scale,
                                           interpolation=cv2.INTER_CUBIC) for f in frames])
-        return self.dlib(frames) / scale
+        boxes = None if self.workers is None or not len(frames) else \
+            self.workers.map(_boxes_on_worker, frames)
+        return self.dlib(frames, boxes) / scale
+
+
+def _boxes_on_worker(frames: np.ndarray) -> list:
+    return face_boxes(worker_model("detector"), frames)
 
 
 def landmark_distance(a: np.ndarray, b: np.ndarray, points=slice(None)) -> np.ndarray:

@@ -37,13 +37,26 @@ class Variant(NamedTuple):
     bf16: bool = False  # the denoiser under bf16 autocast
 
 
-def sampler_rows(pipeline: TalkingHeadPipeline, inputs: GenerationInputs,
-                 variants: dict[str, Variant], seed: int) -> dict[str, np.ndarray]:
-    """Variant name -> the full model's frames sampled that way."""
+def batched(pipeline: TalkingHeadPipeline, videos: list[GenerationInputs], sampling: Sampling,
+            seed: int, batch: int, style_scale: float = 1.0) -> list[np.ndarray]:
+    """Each video's frames, `batch` videos a denoising loop, every one from the seed's first
+    noise (as `__call__` makes it alone): a batch of cases costs far less than its cases one
+    by one on a CPU as on a GPU (benchmarks/evaluate_batch.md)."""
+    out: list[np.ndarray] = []
+    for first in range(0, len(videos), batch):
+        chunk = videos[first:first + batch]
+        out += list(pipeline.generate_batch(chunk, seed=seed, sampling=sampling,
+                                            style_scale=style_scale, noise=[0] * len(chunk)))
+    return out
+
+
+def sampler_rows(pipeline: TalkingHeadPipeline, inputs: list[GenerationInputs],
+                 variants: dict[str, Variant], seed: int, batch: int) -> dict[str, list]:
+    """Variant name -> each case's frames, the full model sampled that way."""
     rows, bf16 = {}, pipeline.bf16
     for name, variant in variants.items():
         pipeline.bf16 = variant.bf16
-        rows[name] = np.stack(list(pipeline(inputs, seed=seed, sampling=variant.sampling)))
+        rows[name] = batched(pipeline, inputs, variant.sampling, seed, batch)
     pipeline.bf16 = bf16
     return rows
 
@@ -55,31 +68,37 @@ def ablation_baseline(pipeline: TalkingHeadPipeline, quality: str) -> str:
     return "fast" if quality == "fast" and "fast" in pipeline.qualities else "full"
 
 
-def case_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], case: Sample, frames: int,
-              style: Style, seed: int, ablation_quality: str = "paper") -> dict[str, np.ndarray]:
-    """Row name -> (F, R, R, 3) uint8 frames. Every generated row starts from the same noise; a
-    generator without a fast sampler has no "fast" row. The ablation rows (no_style, mean_style,
-    other_speech) are sampled as `ablation_baseline` says. "vae_ceiling" is the real window
-    through the generator's VAE: what its latent space allows at best."""
-    full = full_inputs(clips, case, frames, style, seed)
-    speech = clips[case.other_speech]
-    idx = window(clips[case.target], case, frames)
+def protocol_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], cases: list[Sample],
+                  frames: int, styles: list[Style], seed: int, ablation_quality: str = "paper",
+                  batch: int = 8) -> dict[str, list[np.ndarray]]:
+    """Row name -> each case's (F, R, R, 3) uint8 frames. Every generated row of every case
+    starts from the same noise; a generator without a fast sampler has no "fast" row. The
+    ablation rows (no_style, mean_style, other_speech) are sampled as `ablation_baseline` says.
+    "vae_ceiling" is the real window through the generator's VAE: what its latent space allows
+    at best. `batch`: cases a denoising loop."""
+    full = [full_inputs(clips, case, frames, style, seed)
+            for case, style in zip(cases, styles, strict=True)]
+    other_speech = []
+    for case, inputs in zip(cases, full, strict=True):
+        speech = clips[case.other_speech]
+        idx = window(clips[case.target], case, frames)
+        other_speech.append(replace(inputs, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)]))
+    mean_style = [replace(inputs, style=style.draw(seed, use_mean=True))
+                  for inputs, style in zip(full, styles, strict=True)]
 
-    def generate(inputs: GenerationInputs, style_scale: float = 1.0,
-                 quality: str = "paper") -> np.ndarray:
-        return np.stack(list(pipeline(inputs, seed=seed, style_scale=style_scale,
-                                      sampling=pipeline.sampling(quality))))
+    def generate(videos: list[GenerationInputs], quality: str = "paper",
+                 style_scale: float = 1.0) -> list[np.ndarray]:
+        return batched(pipeline, videos, pipeline.sampling(quality), seed, batch, style_scale)
 
     made = {"full": generate(full)}
     if "fast" in pipeline.qualities:
-        made["fast"] = generate(full, quality="fast")
+        made["fast"] = generate(full, "fast")
     ablation = "fast" if ablation_baseline(pipeline, ablation_quality) == "fast" else "paper"
     return {**made,
-            "no_style": generate(full, 0.0, ablation),
-            "mean_style": generate(replace(full, style=style.draw(seed, use_mean=True)),
-                                   quality=ablation),
-            "other_speech": generate(replace(
-                full, audio=speech.audio[np.clip(idx, 0, len(speech) - 1)]), quality=ablation),
-            "reference_repeated": np.repeat(full.reference[None], frames, axis=0),
-            "vae_ceiling": decode(pipeline.vae, encode(pipeline.vae,
-                                                       real_frames(clips, case, frames)))}
+            "no_style": generate(full, ablation, style_scale=0.0),
+            "mean_style": generate(mean_style, ablation),
+            "other_speech": generate(other_speech, ablation),
+            "reference_repeated": [np.repeat(v.reference[None], frames, axis=0) for v in full],
+            "vae_ceiling": [decode(pipeline.vae, encode(pipeline.vae,
+                                                        real_frames(clips, case, frames)))
+                            for case in cases]}

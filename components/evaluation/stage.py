@@ -45,6 +45,7 @@ from components.diffusion.frames import Clip, Sample, load_clips, read_index
 from components.diffusion.plots import write_png
 from components.diffusion.style_prior import style_priors
 from components.errors import SvpError
+from components.evaluation.dlib_workers import DlibWorkers
 from components.evaluation.fid import InceptionFeatures
 from components.evaluation.frechet import frechet_distance, relative_change_se
 from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures
@@ -68,8 +69,8 @@ from components.evaluation.report import side_by_side, write_report
 from components.evaluation.rows import (
     Variant,
     ablation_baseline,
-    case_rows,
     full_inputs,
+    protocol_rows,
     real_frames,
     sampler_rows,
 )
@@ -113,14 +114,28 @@ def evaluation_set(clips: list[Clip], cases: dict[str, list[Sample]], cfg: Evalu
 
 class Measure:
     """Landmarks, Inception and I3D features, computed once per set of frames; Sync-C / Sync-D
-    and CSIM per case. `seconds` adds up the time spent in Sync-C / Sync-D and in CSIM."""
+    and CSIM per case. `seconds` adds up the time spent in Sync-C / Sync-D and in CSIM. dlib's
+    detector and face-recognition network run on `cfg.workers` processes (until the `with`
+    block ends)."""
 
-    def __init__(self, cfg: EvaluateConfig, detector: FaceLandmarks):
-        self.cfg, self.detector = cfg, detector
+    def __init__(self, cfg: EvaluateConfig, dlib_predictor: str):
+        self.cfg = cfg
         self.inception, self.i3d = InceptionFeatures(cfg.inception), I3DFeatures(cfg.i3d)
         self.syncnet = load_syncnet(cfg.syncnet) if cfg.syncnet else None
         self.identity = FaceIdentity(cfg.face_recognition)
+        self.workers = DlibWorkers(cfg.workers, str(self.identity.path)) \
+            if cfg.workers > 1 else None
+        self.identity.workers = self.workers
+        self.detector = FaceLandmarks(dlib_predictor, self.workers)
         self.seconds = {"sync": 0.0, "csim": 0.0}
+        self._anchors: dict[bytes, np.ndarray] = {}
+
+    def __enter__(self) -> Measure:
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.workers is not None:
+            self.workers.close()
 
     def sync(self, videos: list[np.ndarray], speech: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Per case: Sync-C, Sync-D and the AV offset of each video with its speech (MFCCs);
@@ -136,35 +151,47 @@ class Measure:
                 "sync_d": np.array([s.distance for s in scores]),
                 "av_offset": np.array([s.offset for s in scores], np.float64)}
 
+    def anchors(self, references: np.ndarray) -> np.ndarray:
+        """(N, 128) the references' embeddings, each reference image embedded once (every row
+        of a protocol has the same references)."""
+        new = {r.tobytes(): r for r in references if r.tobytes() not in self._anchors}
+        if new:
+            images = np.stack(list(new.values()))
+            for key, row in zip(new, self.identity(images, self.detector(images)), strict=True):
+                self._anchors[key] = row
+        return np.stack([self._anchors[r.tobytes()] for r in references])
+
     def csim(self, videos: list[np.ndarray], references: np.ndarray,
              landmarks: np.ndarray | None = None) -> np.ndarray:
         """Per case: the mean CSIM of every `csim_every`-th frame to the case's reference (NaN
         where dlib finds no face); `landmarks`: the videos' frames', concatenated, where they
         are known (else found here, on the frames measured only)."""
         started = time.time()
-        anchors = self.identity(references, self.detector(references))
-        out, first = [], 0
-        for video, anchor in zip(videos, anchors, strict=True):
-            picked = np.arange(0, len(video), self.cfg.csim_every)
-            marks = self.detector(video[picked]) if landmarks is None else \
-                landmarks[first + picked]
-            embedded = self.identity(video[picked], marks)
-            out.append(nanmean(cosine(embedded, anchor)))
-            first += len(video)
+        anchors = self.anchors(references)
+        starts = np.cumsum([0, *(len(v) for v in videos[:-1])])
+        picked = [np.arange(0, len(v), self.cfg.csim_every) for v in videos]
+        frames = np.concatenate([v[p] for v, p in zip(videos, picked, strict=True)])
+        marks = np.concatenate([self.detector(v[p]) for v, p in zip(videos, picked, strict=True)]
+                               ) if landmarks is None else \
+            landmarks[np.concatenate([s + p for s, p in zip(starts, picked, strict=True)])]
+        embedded = np.split(self.identity(frames, marks), np.cumsum([len(p) for p in picked])[:-1])
         self.seconds["csim"] += time.time() - started
-        return np.array(out)
+        return np.array([nanmean(cosine(e, anchor))
+                         for e, anchor in zip(embedded, anchors, strict=True)])
 
     def identity_separation(self, clips: list[Clip], per_clip: int = 3) -> dict[str, float]:
         """Whether the identity network tells the held-out identities apart on real frames
         (`per_clip` frames spread over each clip, its stored landmarks): the AUC of cosine
         similarity for same- against other-identity pairs, and each kind's mean. CSIM means
         something on these faces only as far as this AUC is above 0.5."""
-        embeddings, identities = [], []
+        frames, landmarks, identities = [], [], []
         for clip in clips:
             picked = np.linspace(0, len(clip) - 1, per_clip).round().astype(int)
-            embeddings.append(self.identity(clip.frames(picked), clip.landmarks[picked]))
+            frames.append(clip.frames(picked))
+            landmarks.append(clip.landmarks[picked])
             identities += [clip.identity] * per_clip
-        return identity_auc(np.concatenate(embeddings), identities)
+        return identity_auc(self.identity(np.concatenate(frames), np.concatenate(landmarks)),
+                            identities)
 
     def features(self, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Landmarks of every frame, Inception features of every `fid_every`-th frame and I3D
@@ -283,47 +310,37 @@ def _case_speech(speech_of: Callable[[str], np.ndarray], clips: list[Clip], case
 
 def _generate_and_measure(cfg: EvaluateConfig, clips: list[Clip],
                           cases: dict[str, list[Sample]],
-                          make_rows: Callable[[Sample], dict[str, np.ndarray]],
+                          make_rows: Callable[[list[Sample]], dict[str, list[np.ndarray]]],
                           measure: Measure, fps: float, videos_dir: Path | None = None
                           ) -> tuple[dict, dict, dict, list[dict]]:
-    """Every row `make_rows` makes of every case, measured against the real clips (and those as
-    the "real" row); with `videos_dir`, the first `report_videos` cases of a protocol also as
-    side-by-side videos there. Returns the rows' metrics, the per-frame and the per-case
-    values, and the videos."""
+    """Every row `make_rows` makes of a protocol's cases, measured against the real clips (and
+    those as the "real" row); with `videos_dir`, the first `report_videos` cases of a protocol
+    also as side-by-side videos there. Returns the rows' metrics, the per-frame and the
+    per-case values, and the videos."""
     sources = read_index(cfg.features_dir).set_index("sample_id")["video_path"]
     results: dict = {}
     per_frame: dict = {}
     per_case: dict = {}
     videos: list[dict] = []
     speech_of = speech_reader(sources)
-    total = sum(len(c) for c in cases.values())
-    done = iter(progress(range(total), total, "evaluate", "cases"))
-    for protocol, its_cases in cases.items():
-        generated: dict[str, list[np.ndarray]] = {}
-        real_videos, speech, references = [], [], []
-        for k, case in enumerate(its_cases):
-            next(done)
+    for protocol, its_cases in progress(cases.items(), len(cases), "evaluate", "protocols"):
+        generated = make_rows(its_cases)
+        real_videos = [real_frames(clips, case, cfg.frames) for case in its_cases]
+        speech = [_case_speech(speech_of, clips, case, cfg.frames, fps) for case in its_cases]
+        references = np.stack([clips[case.reference].frames(0)[0] for case in its_cases])
+        for k, case in enumerate(its_cases[:cfg.report_videos] if videos_dir else []):
             target = clips[case.target]
-            made = make_rows(case)
-            real = real_frames(clips, case, cfg.frames)
-            real_videos.append(real)
-            speech.append(_case_speech(speech_of, clips, case, cfg.frames, fps))
-            references.append(clips[case.reference].frames(0)[0])
-            for row, frames in made.items():
-                generated.setdefault(row, []).append(frames)
-            if videos_dir is not None and k < cfg.report_videos:
-                name = f"{protocol}_{target.sample_id}"
-                panels = list(side_by_side([real, made["full"], made["no_style"]]))
-                write_mp4(panels, videos_dir / f"{name}.mp4", fps,
-                          resolve(sources[target.sample_id]), audio_start_s=case.start / fps)
-                write_png(videos_dir / f"{name}.png", panels[len(panels) // 2])
-                videos.append({"protocol": protocol, "file": f"videos/{name}.mp4",
-                               "poster": f"videos/{name}.png",
-                               "target": target.sample_id,
-                               "reference": clips[case.reference].sample_id,
-                               "emotion": target.emotion})
+            name = f"{protocol}_{target.sample_id}"
+            panels = list(side_by_side([real_videos[k], generated["full"][k],
+                                        generated["no_style"][k]]))
+            write_mp4(panels, videos_dir / f"{name}.mp4", fps,
+                      resolve(sources[target.sample_id]), audio_start_s=case.start / fps)
+            write_png(videos_dir / f"{name}.png", panels[len(panels) // 2])
+            videos.append({"protocol": protocol, "file": f"videos/{name}.mp4",
+                           "poster": f"videos/{name}.png", "target": target.sample_id,
+                           "reference": clips[case.reference].sample_id,
+                           "emotion": target.emotion})
         real_features = measure.features(real_videos)
-        references = np.stack(references)
         results[protocol], per_frame[protocol], per_case[protocol] = {}, {}, {}
         for row, row_videos, row_features in (
                 *((r, v, None) for r, v in generated.items()),
@@ -340,7 +357,6 @@ def _generate_and_measure(cfg: EvaluateConfig, clips: list[Clip],
                     row_features, real_features, row_videos, real_videos)
                 summary = frame_summary | summary
             results[protocol][row] = summary
-    list(done)
     return results, per_frame, per_case, videos
 
 
@@ -464,13 +480,14 @@ def sampler_quality(cfg: EvaluateConfig, variants: dict[str, Variant]) -> dict:
     (`fast_vs_paper`'s comparison, with its standard errors)."""
     setup = evaluation_setup(cfg)
 
-    def make_rows(case: Sample) -> dict[str, np.ndarray]:
-        inputs = full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed)
-        return sampler_rows(setup.pipeline, inputs, variants, cfg.seed)
+    def make_rows(cases: list[Sample]) -> dict[str, list[np.ndarray]]:
+        inputs = [full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed)
+                  for case in cases]
+        return sampler_rows(setup.pipeline, inputs, variants, cfg.seed, cfg.case_batch)
 
-    results, per_frame, per_case, _ = _generate_and_measure(
-        cfg, setup.clips, setup.cases, make_rows,
-        Measure(cfg, FaceLandmarks(setup.dlib_predictor)), setup.fps)
+    with Measure(cfg, setup.dlib_predictor) as measure:
+        results, per_frame, per_case, _ = _generate_and_measure(
+            cfg, setup.clips, setup.cases, make_rows, measure, setup.fps)
     first = next(iter(variants))
     against = {name: fast_vs_paper(*(
         {p: {row: values[p][of] for row, of in (("full", first), ("fast", name), ("real", "real"))
@@ -524,22 +541,23 @@ def evaluate(cfg: EvaluateConfig, log_run: bool = True) -> dict:
         videos_dir = Path(staging) / "videos"
         videos_dir.mkdir()
 
-        def make_rows(case: Sample) -> dict[str, np.ndarray]:
-            return case_rows(pipeline, clips, case, cfg.frames, setup.style(case), cfg.seed,
-                             cfg.ablation_sampler)
+        def make_rows(its_cases: list[Sample]) -> dict[str, list[np.ndarray]]:
+            return protocol_rows(pipeline, clips, its_cases, cfg.frames,
+                                 [setup.style(case) for case in its_cases], cfg.seed,
+                                 cfg.ablation_sampler, cfg.case_batch)
 
-        measure = Measure(cfg, FaceLandmarks(setup.dlib_predictor))
-        results, per_frame, per_case, videos = _generate_and_measure(
-            cfg, clips, cases, make_rows, measure, setup.fps, videos_dir)
-        _absent_rows(results, per_frame, per_case, {p: len(c) for p, c in cases.items()},
-                     cfg.frames)
-        metrics = _metrics(cfg, pipeline, clips, cases, results, per_frame, per_case)
-        seconds = {"setup_and_rows": time.time() - started, **measure.seconds}
-        mark = time.time()
-        metrics["identity_network"] = _json_safe(measure.identity_separation(clips))
-        seconds["identity_network"], mark = time.time() - mark, time.time()
-        metrics["long_video"] = _json_safe(_long_video(cfg, setup, measure, Path(staging)))
-        seconds["long_video"] = time.time() - mark
+        with Measure(cfg, setup.dlib_predictor) as measure:
+            results, per_frame, per_case, videos = _generate_and_measure(
+                cfg, clips, cases, make_rows, measure, setup.fps, videos_dir)
+            _absent_rows(results, per_frame, per_case, {p: len(c) for p, c in cases.items()},
+                         cfg.frames)
+            metrics = _metrics(cfg, pipeline, clips, cases, results, per_frame, per_case)
+            seconds = {"setup_and_rows": time.time() - started, **measure.seconds}
+            mark = time.time()
+            metrics["identity_network"] = _json_safe(measure.identity_separation(clips))
+            seconds["identity_network"], mark = time.time() - mark, time.time()
+            metrics["long_video"] = _json_safe(_long_video(cfg, setup, measure, Path(staging)))
+            seconds["long_video"] = time.time() - mark
         shutil.rmtree(out / "videos", ignore_errors=True)
         os.replace(videos_dir, out / "videos")
         for name in LONG_VIDEO_FILES:

@@ -43,21 +43,15 @@ class DlibLandmarks:
 
     def boxes(self, frames: np.ndarray) -> list[tuple[int, int, int, int] | None]:
         """Per frame the largest face box (left, top, right, bottom), or None."""
-        boxes, last = [], None
-        for frame in frames:
-            found = self.detector(frame, 1)
-            if found:
-                best = max(found, key=lambda r: r.width() * r.height())
-                last = (best.left(), best.top(), best.right(), best.bottom())
-                boxes.append(last)
-            else:
-                boxes.append(None)
-        return boxes
+        return face_boxes(self.detector, frames)
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray,
+                 boxes: list[tuple[int, int, int, int] | None] | None = None) -> np.ndarray:
+        """Landmarks in the frames' `boxes` (found here if not given)."""
         out = np.full((len(frames), 68, 2), np.nan, np.float32)
         previous = None
-        for t, (frame, box) in enumerate(zip(frames, self.boxes(frames), strict=True)):
+        for t, (frame, box) in enumerate(zip(frames, self.boxes(frames) if boxes is None else boxes,
+                                                      strict=True)):
             box = box or previous
             if box is None:
                 continue
@@ -65,6 +59,19 @@ class DlibLandmarks:
             out[t] = [(p.x, p.y) for p in shape.parts()]
             previous = box
         return out
+
+
+def face_boxes(detector, frames: np.ndarray) -> list[tuple[int, int, int, int] | None]:
+    """Per frame the largest box dlib's HOG `detector` finds (upsampled once), or None."""
+    boxes = []
+    for frame in frames:
+        found = detector(frame, 1)
+        if found:
+            best = max(found, key=lambda r: r.width() * r.height())
+            boxes.append((best.left(), best.top(), best.right(), best.bottom()))
+        else:
+            boxes.append(None)
+    return boxes
 
 
 class FaceAlignmentLandmarks:

@@ -227,21 +227,27 @@ class TalkingHeadPipeline(DiffusionPipeline):
     @torch.no_grad()
     def generate_batch(self, videos: list[GenerationInputs], *, seed: int = 0,
                        sampling: Sampling | None = None, style_scale: float = 1.0,
-                       window_batch: int = 4) -> np.ndarray:
-        """(B, T, R, R, 3) uint8 for videos of one length (the stage checks' batches); video b
-        is what `__call__` makes of it alone."""
+                       window_batch: int = 4, noise: list[int] | None = None) -> np.ndarray:
+        """(B, T, R, R, 3) uint8 for videos of one length (the stage checks' and `evaluate`'s
+        batches). `noise`: each video's index in the seed's latent stream (default 0..B-1);
+        a video with index 0 is what `__call__` makes of it alone."""
         latents = self.denoise(videos, sampling or self.sampling(), seed, style_scale,
-                               window_batch)
+                               window_batch, noise=noise)
         return np.stack([np.stack(list(self.decode_frames(v))) for v in latents])
 
     @torch.no_grad()
     def denoise(self, videos: list[GenerationInputs], sampling: Sampling, seed: int,
                 style_scale: float = 1.0, window_batch: int = 4,
-                on_step: Callable[[int, int], None] | None = None) -> Tensor:
-        """Final latents (B, C, T, h, w): the project's one denoising loop."""
+                on_step: Callable[[int, int], None] | None = None,
+                noise: list[int] | None = None) -> Tensor:
+        """Final latents (B, C, T, h, w): the project's one denoising loop. `noise`: each
+        video's index in the seed's latent stream (default 0..B-1)."""
         n, device = len(videos[0].kps), self.device
         if any(len(v.kps) != n for v in videos):
             raise SvpError("the videos of one batch must have the same number of frames")
+        noise = list(range(len(videos))) if noise is None else noise
+        if len(noise) != len(videos):
+            raise SvpError(f"{len(videos)} videos but {len(noise)} noise indices")
         window = min(self.config.window, n)
         starts = window_starts(n, window, self.config.overlap)
         weights = blend_weights(window, self.config.overlap if n > window else 0).to(device)
@@ -256,8 +262,8 @@ class TalkingHeadPipeline(DiffusionPipeline):
         scheduler = solver_scheduler(self.scheduler.config, sampling.solver)
         scheduler.set_timesteps(sampling.steps, device=device)
         shape = (1, reference.shape[1], n, *reference.shape[2:])
-        latents = torch.cat([torch.randn(shape, generator=torch_generator(seed, "latents", b))
-                             for b in range(len(videos))]).to(device) * scheduler.init_noise_sigma
+        latents = torch.cat([torch.randn(shape, generator=torch_generator(seed, "latents", i))
+                             for i in noise]).to(device) * scheduler.init_noise_sigma
 
         # denoise: every window at every timestep, blended; one scheduler step per timestep
         b = len(videos)
