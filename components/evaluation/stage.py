@@ -171,9 +171,12 @@ class Measure:
         starts = np.cumsum([0, *(len(v) for v in videos[:-1])])
         picked = [np.arange(0, len(v), self.cfg.csim_every) for v in videos]
         frames = np.concatenate([v[p] for v, p in zip(videos, picked, strict=True)])
-        marks = np.concatenate([self.detector(v[p]) for v, p in zip(videos, picked, strict=True)]
-                               ) if landmarks is None else \
-            landmarks[np.concatenate([s + p for s, p in zip(starts, picked, strict=True)])]
+        if landmarks is None:  # found per video, as the detector tracks a face through one
+            marks = np.concatenate([self.detector(v[p]) for v, p in zip(videos, picked,
+                                                                         strict=True)])
+        else:
+            marks = landmarks[np.concatenate([s + p for s, p in zip(starts, picked,
+                                                                     strict=True)])]
         embedded = np.split(self.identity(frames, marks), np.cumsum([len(p) for p in picked])[:-1])
         self.seconds["csim"] += time.time() - started
         return np.array([nanmean(cosine(e, anchor))
