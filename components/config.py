@@ -310,6 +310,7 @@ class TrainSyncNetConfig:
     seed: int = 0
     workers: int = Field(0, ge=0)  # 0: Ray Train local mode in this process; N: N Ray workers
     use_gpu: bool = False
+    bf16: Bf16 = "auto"  # bf16 autocast in training (components.precision); scoring stays fp32
     model_name: str = "svp-syncnet"
 
     @model_validator(mode="after")
@@ -387,6 +388,7 @@ class LatentsConfig:
     procedural_identities: int = Field(400, ge=0)  # still shots of unseen procedural faces
     procedural_frames: int = Field(4, ge=2)  # stills per procedural identity
     use_gpu: bool = False
+    bf16: Bf16 = "auto"  # the VAE encoder under bf16 autocast (components.precision)
 
 
 @dataclass(config=STRICT)
