@@ -517,7 +517,7 @@ class EvaluateConfig:
     # the sampler of the w/o style, mean style and other speech rows; the checks compare them
     # with the full model sampled the same way (fast: a third of the rows' sampling time)
     ablation_sampler: Literal["paper", "fast"] = "fast"
-    case_batch: int = Field(1, ge=1)  # cases a denoising loop (memory grows with it)
+    case_batch: int = Field(4, ge=1)  # cases a denoising loop (memory grows with it)
     workers: int = Field(2, ge=1, le=64)  # processes for dlib's detector and CSIM network
     long_video_s: float = Field(60.0, gt=0, le=600)  # the long-video case; its frames are in memory
     long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long
