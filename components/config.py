@@ -310,7 +310,6 @@ class TrainSyncNetConfig:
     seed: int = 0
     workers: int = Field(0, ge=0)  # 0: Ray Train local mode in this process; N: N Ray workers
     use_gpu: bool = False
-    bf16: Bf16 = "auto"  # bf16 autocast in training (components.precision); scoring stays fp32
     model_name: str = "svp-syncnet"
 
     @model_validator(mode="after")
@@ -388,7 +387,6 @@ class LatentsConfig:
     procedural_identities: int = Field(400, ge=0)  # still shots of unseen procedural faces
     procedural_frames: int = Field(4, ge=2)  # stills per procedural identity
     use_gpu: bool = False
-    bf16: Bf16 = "auto"  # the VAE encoder under bf16 autocast (components.precision)
 
 
 @dataclass(config=STRICT)
@@ -517,7 +515,7 @@ class EvaluateConfig:
     # the sampler of the w/o style, mean style and other speech rows; the checks compare them
     # with the full model sampled the same way (fast: a third of the rows' sampling time)
     ablation_sampler: Literal["paper", "fast"] = "fast"
-    case_batch: int = Field(4, ge=1)  # cases a denoising loop (memory grows with it)
+    case_batch: int = Field(1, ge=1)  # cases a denoising loop (memory grows with it)
     workers: int = Field(2, ge=1, le=64)  # processes for dlib's detector and CSIM network
     long_video_s: float = Field(60.0, gt=0, le=600)  # the long-video case; its frames are in memory
     long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long

@@ -44,7 +44,6 @@ from components.features.extract import resample_frames
 from components.features.head_kps import head_kps
 from components.media import decode_video
 from components.paths import absolute, resolve, to_stored, with_absolute_media
-from components.precision import autocast, use_bf16
 from components.progress import progress
 from components.tracking import dvc_out_hash, log_stage
 from components.training.registry import load_pretrained
@@ -111,13 +110,10 @@ def build_latents(cfg: LatentsConfig, diffusion: DiffusionConfig) -> dict:
     log.info("%d clips, %d to encode", len(index), len(todo))
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
+    device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
     vae = load_pretrained(AutoencoderKL, vae_dir).to(device)
-    bf16 = use_bf16(cfg.bf16, device, "latents")
-    with autocast(bf16, device):
-        for row in progress(todo, len(todo), "latents", "clips"):
-            encode_clip(row, job, vae)
-        procedural = procedural_clips(cfg, diffusion, vae, features_params, out)
+    for row in progress(todo, len(todo), "latents", "clips"):
+        encode_clip(row, job, vae)
     rows = []
     for row in index:
         path = out / "clips" / f"{row['sample_id']}.parquet"
@@ -128,7 +124,7 @@ def build_latents(cfg: LatentsConfig, diffusion: DiffusionConfig) -> dict:
                      "n_frames": pq.read_metadata(path).num_rows,
                      "box": [float(v) for v in meta[b"svp.box"].decode().split(",")],
                      "latents_path": to_stored(path, out)})
-    rows += procedural
+    rows += procedural_clips(cfg, diffusion, vae, features_params, out)
     table = pa.Table.from_pylist(rows)
     write_parquet(out / "index.parquet", table)
     result = {"n_clips": len(rows), "n_frames": int(sum(r["n_frames"] for r in rows)),

@@ -10,7 +10,6 @@ import torch
 
 from components.config import TrainSyncNetConfig
 from components.paths import project_root
-from components.precision import autocast, use_bf16
 from components.syncnet.data import load_sync_clips, sample_batch
 from components.syncnet.model import SyncNet
 from components.syncnet.objective import sync_accuracy, sync_infonce
@@ -42,7 +41,6 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed)
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     model = SyncNet(**model_config(cfg)).to(device)
-    bf16 = use_bf16(cfg.bf16, device, "train_syncnet")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     settings = LoopSettings("train_syncnet", cfg.steps, cfg.checkpoint_every, cfg.checkpoint_dir,
                             cfg.seed, keep=KEEP_CHECKPOINTS)
@@ -56,10 +54,8 @@ def train_loop(config: dict) -> None:
                              random.numpy)
         batch = {k: v.to(device) for k, v in batch.items()}
         n, k = batch["shifted"].shape[:2]
-        with autocast(bf16, device):
-            face, audio = trained(batch["faces"], batch["audio"])
-            shifted = module.forward_audio(batch["shifted"].flatten(0, 1)).view(n, k, -1)
-        face, audio, shifted = face.float(), audio.float(), shifted.float()
+        face, audio = trained(batch["faces"], batch["audio"])
+        shifted = module.forward_audio(batch["shifted"].flatten(0, 1)).view(n, k, -1)
         loss = sync_infonce(face, audio, shifted)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SyncNet training: non-finite loss at step {step}")

@@ -142,8 +142,7 @@ def train_loop(config: dict) -> None:
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     motion = motion_parameters(denoiser)
-    # fused: one kernel for all ~800 tensors, 0.011 s a step against foreach's 0.045 on 2 cores
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = moving_average(cfg, params)
     settings = LoopSettings(f"train_stage{cfg.stage}", cfg.steps, cfg.checkpoint_every,
                             cfg.checkpoint_dir, cfg.seed)

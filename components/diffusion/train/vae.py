@@ -93,7 +93,7 @@ def train_loop(config: dict) -> None:
     stills = procedural_stills(cfg)
     torch.manual_seed(cfg.seed)
     vae = new_vae(diffusion).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, fused=True)  # as the denoiser's
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
     settings = LoopSettings("train_vae", cfg.steps, cfg.checkpoint_every, cfg.checkpoint_dir,
                             cfg.seed)
     start, history = resume(settings, vae, optimizer)
