@@ -1,5 +1,6 @@
 """fp32 against bf16 autocast for the parts that were still fp32: the VAE's encoder (`latents`)
-and decoder (every generated frame), and a SyncNet training step (`train_syncnet`).
+and decoder (every generated frame), a SyncNet training step (`train_syncnet`), and FID's
+Inception and FVD's I3D (`evaluate.features_bf16`).
 
     .venv/bin/python benchmarks/bf16_parts.py [--out benchmarks/bf16_parts.md]
 
@@ -7,7 +8,8 @@ Uses the pipeline's trained VAE (`latents.vae_dir`) on its own held-out frames w
 them (`data/latents`), else an untrained VAE of params' architecture on noise. Seconds per frame
 (VAE) or per step (SyncNet, params' batch), the speed-up, and how far bf16's output is from
 fp32's: latents and SyncNet embeddings as the largest difference against the mean magnitude,
-decoded frames in 8-bit levels.
+decoded frames in 8-bit levels, FID / FVD between the two halves of the frames as each
+precision measures them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,9 @@ from table import cpu_name, emit
 from components.config import load_params
 from components.diffusion.frames import decode_jpegs, read_index
 from components.diffusion.models.vae import decode, encode, load_pretrained_vae, new_vae
+from components.evaluation.fid import InceptionFeatures
+from components.evaluation.frechet import frechet_distance
+from components.evaluation.fvd import CLIP_FRAMES, I3DFeatures, video_clips
 from components.precision import bf16_units
 from components.syncnet.model import SyncNet
 from components.syncnet.objective import sync_infonce
@@ -85,6 +91,25 @@ def vae_rows(params) -> list[str]:
     return rows
 
 
+def feature_rows(params) -> list[str]:
+    """Inception on every 4th frame (as `evaluate.fid_every`) and I3D on 16-frame clips, each in
+    fp32 and under bf16 autocast; FID / FVD between the frames' two halves."""
+    frames, source = test_frames(Path(params.latents.out_dir), params.diffusion.resolution)
+    rows = []
+    for name, metric, unit, data, network in (
+            (f"Inception ({source})", "FID", "frame", frames[::4], InceptionFeatures),
+            ("I3D", "FVD", "clip", video_clips(frames, CLIP_FRAMES), I3DFeatures)):
+        half = len(data) // 2
+        (fp32_s, exact), (bf16_s, rounded) = (seconds(partial(network(bf16=bf16), data), 1)
+                                              for bf16 in (False, True))
+        exact_d, rounded_d = (frechet_distance(f[:half], f[half:]) for f in (exact, rounded))
+        rows.append(f"| {name} | {1000 * fp32_s / len(data):.0f} ms/{unit} | "
+                    f"{1000 * bf16_s / len(data):.0f} ms/{unit} | {fp32_s / bf16_s:.2f}x | "
+                    f"{metric} of two {half}-{unit} sets: {exact_d:.2f} against {rounded_d:.2f} "
+                    f"({100 * (rounded_d / exact_d - 1):+.1f}%) |")
+    return rows
+
+
 def syncnet_row(params) -> str:
     cfg = params.train_syncnet
     torch.manual_seed(0)
@@ -125,7 +150,8 @@ def main() -> None:
     lines = [f"Machine: {cpu_name()}, {torch.get_num_threads()} threads; bf16 units: "
              f"{units or 'none (bf16 autocast emulated: expect it slower)'}.", "",
              "| part | fp32 | bf16 autocast | speed-up | bf16 against fp32 |",
-             "|---|---|---|---|---|", *vae_rows(params), syncnet_row(params)]
+             "|---|---|---|---|---|", *vae_rows(params), syncnet_row(params),
+             *feature_rows(params)]
     emit(lines, args.out)
 
 

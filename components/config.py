@@ -520,7 +520,8 @@ class EvaluateConfig:
     long_video_s: float = Field(60.0, gt=0, le=600)  # the long-video case; its frames are in memory
     long_video_segment_s: float = Field(5.0, gt=0)  # CSIM and Sync-C per segment this long
     seed: int = 0
-    bf16: Bf16 = "auto"  # the denoiser under bf16 autocast where the CPU/GPU has bf16 units
+    bf16: Bf16 = "auto"  # the denoiser and VAE decoder under bf16 autocast (bf16 units)
+    features_bf16: Bf16 = "auto"  # FID's Inception and FVD's I3D under bf16 autocast
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:

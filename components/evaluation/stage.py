@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from components.atomic import write_text
 from components.config import EvaluateConfig
@@ -120,7 +121,9 @@ class Measure:
 
     def __init__(self, cfg: EvaluateConfig, dlib_predictor: str):
         self.cfg = cfg
-        self.inception, self.i3d = InceptionFeatures(cfg.inception), I3DFeatures(cfg.i3d)
+        bf16 = use_bf16(cfg.features_bf16, torch.device("cpu"), "evaluate's Inception and I3D")
+        self.inception = InceptionFeatures(cfg.inception, bf16)
+        self.i3d = I3DFeatures(cfg.i3d, bf16)
         self.syncnet = load_syncnet(cfg.syncnet) if cfg.syncnet else None
         self.identity = FaceIdentity(cfg.face_recognition)
         self.workers = DlibWorkers(cfg.workers, str(self.identity.path)) \
