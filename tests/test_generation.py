@@ -30,6 +30,7 @@ from components.diffusion.models.build import add_motion_modules, new_denoiser
 from components.diffusion.models.schedule import SOLVERS, sampling_scheduler, solver_scheduler
 from components.diffusion.models.vae import decode, encode, new_vae
 from components.errors import BAD_INPUT_EXIT_CODE, SvpError
+from components.evaluation.rows import batched
 from components.generation.assemble import load_generator, save_generator
 from components.generation.generate import Request, generate
 from components.generation.head_motion import derived_kps, retargeted_kps
@@ -471,6 +472,24 @@ def test_one_window_is_one_plain_sampling_loop_and_a_batch_is_its_videos():
     assert np.abs(same_noise[0].astype(int) - batch[1]).max() > 1  # another noise than index 1
     with pytest.raises(SvpError, match="2 videos but 1 noise indices"):
         pipeline.generate_batch([inputs, inputs], seed=7, noise=[0])
+
+
+def test_each_evaluation_case_has_its_own_noise_and_style_draw_whatever_the_batch():
+    """evaluate's rows: the k-th case from the k-th latent noise and style draw of the seed,
+    so the spread between cases includes the sampling noise's; batching keeps each case's."""
+    vae, denoiser = tiny_parts()
+    pipeline = pipeline_of(vae, denoiser, steps=2, guidance=2.0, window=8)
+    inputs = smooth_inputs(6, seed=4)
+    alone = [pipeline.generate_batch([inputs], seed=7, noise=[k])[0] for k in range(3)]
+    for batch in (1, 2):
+        made = batched(pipeline, [inputs] * 3, pipeline.sampling(), seed=7, batch=batch)
+        for k in range(3):
+            assert np.abs(made[k].astype(int) - alone[k]).max() <= 3, (batch, k)
+    assert np.abs(alone[0].astype(int) - alone[1]).max() > 3  # the same inputs, another draw
+    style = Style(np.zeros(8, np.float32), np.ones(8, np.float32), "s")
+    draws = [style.draw(seed=7, index=k) for k in (0, 0, 1)]
+    assert np.array_equal(draws[0], draws[1]) and not np.allclose(draws[0], draws[2])
+    assert np.array_equal(draws[0], style.draw(seed=7))  # svp generate's draw is index 0
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -23,12 +23,13 @@ def real_frames(clips: list[Clip], case: Sample, frames: int) -> np.ndarray:
     return clips[case.target].frames(window(clips[case.target], case, frames))
 
 
-def full_inputs(clips: list[Clip], case: Sample, frames: int, style: Style,
-                seed: int) -> GenerationInputs:
-    """The full model's inputs for a case: reference, the target's Head-Kps, speech and style."""
+def full_inputs(clips: list[Clip], case: Sample, frames: int, style: Style, seed: int,
+                index: int = 0) -> GenerationInputs:
+    """The full model's inputs for a case: reference, the target's Head-Kps, speech and style
+    (the `index`th draw of the seed's style stream)."""
     target, idx = clips[case.target], window(clips[case.target], case, frames)
     return GenerationInputs(clips[case.reference].frames(0)[0], target.kps[idx],
-                            target.audio[idx], style.draw(seed))
+                            target.audio[idx], style.draw(seed, index=index))
 
 
 class Variant(NamedTuple):
@@ -40,14 +41,16 @@ class Variant(NamedTuple):
 
 def batched(pipeline: TalkingHeadPipeline, videos: list[GenerationInputs], sampling: Sampling,
             seed: int, batch: int, style_scale: float = 1.0) -> list[np.ndarray]:
-    """Each video's frames, `batch` videos a denoising loop, every one from the seed's first
-    noise (as `__call__` makes it alone): 4 cases a loop took 0.88 of the time of one by one
-    on 2 cores (benchmarks/evaluate_batch.md)."""
+    """Each video's frames, `batch` videos a denoising loop, the k-th video from the k-th noise
+    of the seed's latent stream whatever the batch: each case its own draw, so the spread
+    between cases includes the sampling noise's. 4 cases a loop took 0.88 of the time of one
+    by one on 2 cores (benchmarks/evaluate_batch.md)."""
     out: list[np.ndarray] = []
     for first in range(0, len(videos), batch):
         chunk = videos[first:first + batch]
         out += list(pipeline.generate_batch(chunk, seed=seed, sampling=sampling,
-                                            style_scale=style_scale, noise=[0] * len(chunk)))
+                                            style_scale=style_scale,
+                                            noise=list(range(first, first + len(chunk)))))
     return out
 
 
@@ -72,13 +75,15 @@ def ablation_baseline(pipeline: TalkingHeadPipeline, quality: str) -> str:
 def protocol_rows(pipeline: TalkingHeadPipeline, clips: list[Clip], cases: list[Sample],
                   frames: int, styles: list[Style], seed: int, ablation_quality: str = "paper",
                   batch: int = 1) -> dict[str, list[np.ndarray]]:
-    """Row name -> each case's (F, R, R, 3) uint8 frames. Every generated row of every case
-    starts from the same noise; a generator without a fast sampler has no "fast" row. The
-    ablation rows (no_style, mean_style, other_speech) are sampled as `ablation_baseline` says.
+    """Row name -> each case's (F, R, R, 3) uint8 frames. Every generated row of the k-th case
+    starts from the k-th noise and the k-th style draw of the seed (the rows of a case share
+    them, so a row's difference from full is the row's own); a generator without a fast
+    sampler has no "fast" row. The ablation rows (no_style, mean_style, other_speech) are
+    sampled as `ablation_baseline` says.
     "vae_ceiling" is the real window through the generator's VAE: what its latent space allows
     at best. `batch`: cases a denoising loop."""
-    full = [full_inputs(clips, case, frames, style, seed)
-            for case, style in zip(cases, styles, strict=True)]
+    full = [full_inputs(clips, case, frames, style, seed, k)
+            for k, (case, style) in enumerate(zip(cases, styles, strict=True))]
     other_speech = []
     for case, inputs in zip(cases, full, strict=True):
         speech = clips[case.other_speech]

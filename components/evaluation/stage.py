@@ -487,8 +487,8 @@ def sampler_quality(cfg: EvaluateConfig, variants: dict[str, Variant]) -> dict:
     setup = evaluation_setup(cfg)
 
     def make_rows(cases: list[Sample]) -> dict[str, list[np.ndarray]]:
-        inputs = [full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed)
-                  for case in cases]
+        inputs = [full_inputs(setup.clips, case, cfg.frames, setup.style(case), cfg.seed, k)
+                  for k, case in enumerate(cases)]
         return sampler_rows(setup.pipeline, inputs, variants, cfg.seed, cfg.case_batch)
 
     with Measure(cfg, setup.dlib_predictor) as measure:

@@ -46,13 +46,14 @@ class Style:
         """The style of a prior given as the extractor gives it: mean and log-variance."""
         return cls(mean.astype(np.float32), np.exp(0.5 * logvar).astype(np.float32), source)
 
-    def draw(self, seed: int, use_mean: bool = False) -> np.ndarray:
+    def draw(self, seed: int, use_mean: bool = False, index: int = 0) -> np.ndarray:
         """The extractor's own draw (`sample_style`), from the seed's style stream (never the
-        latent noise's)."""
+        latent noise's); `index`: the video's draw in that stream (evaluate's cases)."""
         if use_mean:
             return self.mean.copy()
         logvar = torch.from_numpy(2 * np.log(self.std))
-        drawn = sample_style(torch.from_numpy(self.mean), logvar, torch_generator(seed, "style"))
+        drawn = sample_style(torch.from_numpy(self.mean), logvar,
+                             torch_generator(seed, "style", index))
         return drawn.numpy().astype(np.float32)
 
 
