@@ -1,16 +1,19 @@
 """How long each stage of the last pipeline run took, and what it measured.
 
     .venv/bin/python benchmarks/pipeline_stages.py [--out benchmarks/pipeline_stages.md]
+        [--before 2026-12-05T23:08:30]
 
 Reads the MLflow runs that `svp pipeline run` logged (the embedded SQLite store, or
 `MLFLOW_TRACKING_URI`): the newest run of every stage, its wall time from start to end (a
 resumed training run counts from its first start), and the stage's own headline numbers.
+`--before` (UTC) keeps one pipeline run's stages when some were run again after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -41,7 +44,11 @@ HEADLINES = {  # metric keys worth a column, per stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--before", type=datetime.fromisoformat,
+                        help="only runs started before this UTC time (ISO 8601)")
     args = parser.parse_args()
+    before = "" if args.before is None else " and attributes.start_time < " + str(
+        int(args.before.replace(tzinfo=UTC).timestamp() * 1000))
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('.svp/mlflow.db').resolve()}"
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -50,7 +57,7 @@ def main() -> None:
              "| stage | minutes | steps | measured |", "|---|---|---|---|"]
     total = 0.0
     for stage in STAGES:
-        runs = client.search_runs(experiments, f"tags.`svp.stage` = '{stage}'",
+        runs = client.search_runs(experiments, f"tags.`svp.stage` = '{stage}'{before}",
                                   order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
             lines.append(f"| {stage} | — | | not run |")
