@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components.config import PromoteConfig
+from components.config import EvaluateConfig, PromoteConfig
 from components.diffusion.frames import Clip
 from components.evaluation.protocols import ROWS, reconstruction_cases, style_transfer_cases
 from components.evaluation.rows import protocol_rows
+from components.evaluation.stage import evaluation_set
 from components.media import decode_video, folder_hash
 from components.promotion.rule import decide
 from components.registry.generator import generator_folder
@@ -56,6 +57,20 @@ def test_style_transfer_cases_take_the_same_identitys_neutral_reference():
     recon = reconstruction_cases(clips, 3, 8)
     assert [clips[c.target].identity for c in recon] == ["A", "B", "C"]  # identities alternate
     assert all(c.reference == c.target for c in recon)
+
+
+def test_the_evaluation_set_changes_with_the_draws_and_the_measuring_networks_only():
+    """Promotion compares a challenger with a champion only on the same set: the seed the
+    rows are drawn from and the networks that measure them belong to it, how the work is
+    batched or spread over processes does not."""
+    clips = [clip("A_happy_1", "A", "happy"), clip("A_neutral_1", "A", "neutral")]
+    cases = {"reconstruction": reconstruction_cases(clips, 2, 8)}
+    cfg = EvaluateConfig()
+    same = evaluation_set(clips, cases, cfg)
+    assert evaluation_set(clips, cases, EvaluateConfig(case_batch=4, workers=1)) == same
+    for changed in ({"seed": 1}, {"features_bf16": "off"}, {"bf16": "on"},
+                    {"inception": "/models/other_inception.pt"}, {"fid_every": 2}):
+        assert evaluation_set(clips, cases, EvaluateConfig(**changed)) != same, changed
 
 
 def evaluation(m_lmd: float, fid: float, evaluation_set: str = "s") -> dict:

@@ -99,14 +99,25 @@ FAST_COMPARED = {"m_lmd": False, "f_lmd": False, "fid": False, "fvd": False, "ps
                  "sync_c": True, "csim": True}
 
 
+# raise when the same cases and seed would be sampled differently (2: each case its own noise
+# and style draw, c370b6d; before, every case drew noise 0 and style draw 0)
+DRAW_SCHEME = 2
+
+
 def evaluation_set(clips: list[Clip], cases: dict[str, list[Sample]], cfg: EvaluateConfig) -> str:
-    """A fingerprint of what is compared: the cases' clips and windows, and the frames' pixels."""
+    """A fingerprint of what is compared: the cases' clips and windows, the frames' pixels, the
+    draws the generated rows start from (seed and scheme), and the measuring networks with their
+    precision. Promotion re-measures a champion evaluated on another set."""
     scorers = {"syncnet": weights_digest(cfg.syncnet) if cfg.syncnet else None,
                "face_recognition": Path(cfg.face_recognition).name if cfg.face_recognition
-               else None, "csim_every": cfg.csim_every}  # the measuring networks count too
+               else None, "csim_every": cfg.csim_every,
+               "inception": Path(cfg.inception).name if cfg.inception else None,
+               "i3d": Path(cfg.i3d).name if cfg.i3d else None,
+               "features_bf16": cfg.features_bf16, "bf16": cfg.bf16}
+    draws = {"seed": cfg.seed, "draw_scheme": DRAW_SCHEME}
     digest = hashlib.sha256(json.dumps({p: [asdict(c) for c in cs] for p, cs in cases.items()}
                                        | {"frames": cfg.frames, "fid_every": cfg.fid_every}
-                                       | scorers, sort_keys=True).encode())
+                                       | scorers | draws, sort_keys=True).encode())
     for clip in clips:
         digest.update(clip.sample_id.encode())
         digest.update(b"".join(clip.jpegs))
