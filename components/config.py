@@ -330,6 +330,8 @@ class DiffusionConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     kps_guider_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     reference_input: bool = False  # the reference latents also enter beside the noisy ones
+    # [x0, y0, x1, y1] (fractions of the frame) of the reference input zeroed: the inner face
+    reference_input_hole: list[float] | None = None
     audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
     style: StyleProjectionConfig = field(default_factory=StyleProjectionConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -345,6 +347,13 @@ class DiffusionConfig:
         if self.resolution % (factor * 2 ** (len(self.unet.block_out_channels) - 1)):
             raise ValueError(f"resolution {self.resolution} must be divisible by the VAE's and "
                              "UNet's downsampling")
+        hole = self.reference_input_hole
+        if hole is not None and (len(hole) != 4 or not all(0 <= v <= 1 for v in hole)
+                                 or hole[0] >= hole[2] or hole[1] >= hole[3]):
+            raise ValueError(f"reference_input_hole {hole} must be [x0, y0, x1, y1], fractions "
+                             "of the frame between 0 and 1 with x0 < x1 and y0 < y1")
+        if hole is not None and not self.reference_input:
+            raise ValueError("reference_input_hole needs reference_input: true")
         if self.sampling.window > self.motion.max_seq_length:
             raise ValueError(f"sampling.window {self.sampling.window} exceeds the motion "
                              f"modules' limit (motion.max_seq_length {self.motion.max_seq_length})")

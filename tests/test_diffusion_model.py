@@ -194,6 +194,42 @@ def test_reference_input_starts_silent_and_is_conv_in_over_more_channels():
                                    concat(torch.cat([x, c["reference"]], 1)))
 
 
+def test_the_reference_inputs_hole_keeps_the_inner_face_out(tmp_path):
+    """With `reference_input_hole`, what the reference latents hold inside the box (the inner
+    face: its expression) no longer reaches the input; outside it (background, hair, clothes)
+    still does, and a saved denoiser keeps its hole."""
+    torch.manual_seed(0)
+    hole = [0.25, 0.25, 0.75, 0.75]  # the middle 4x4 of 8x8 latent cells
+    denoiser = new_denoiser(replace(TINY, reference_input=True,
+                                    reference_input_hole=hole)).eval()
+    denoiser.reference_in.weight.data.normal_()
+    c = conditions(1, 1, style=False)
+    keep = torch.ones(1, dtype=torch.bool)
+
+    def features(reference: torch.Tensor) -> torch.Tensor:
+        return denoiser._input_features(c["kps"], {"reference_latents": reference}, keep,
+                                        torch.float32)
+
+    inside, outside = c["reference"].clone(), c["reference"].clone()
+    inside[..., 2:6, 2:6] += 5.0
+    outside[..., 0, 0] += 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(features(inside), features(c["reference"]), rtol=0, atol=0)
+        assert not torch.equal(features(outside), features(c["reference"]))
+    denoiser.save_pretrained(tmp_path)
+    assert load_pretrained(Denoiser, tmp_path).config.reference_input_hole == hole
+
+
+@pytest.mark.parametrize("hole, reference_input", [([0.5, 0.2, 0.4, 0.8], True),
+                                                   ([0.2, 0.2, 1.2, 0.8], True),
+                                                   ([0.2, 0.2, 0.8], True),
+                                                   ([0.2, 0.2, 0.8, 0.8], False)])
+def test_a_reference_input_hole_out_of_the_frame_or_without_the_input_is_refused(
+        hole, reference_input):
+    with pytest.raises(ValueError, match="reference_input"):
+        replace(TINY, reference_input=reference_input, reference_input_hole=hole)
+
+
 def test_a_denoiser_saved_before_the_reference_input_loads_as_it_was(tmp_path):
     denoiser = new_denoiser(TINY).eval()
     denoiser.save_pretrained(tmp_path)

@@ -96,7 +96,9 @@ def build_latents(cfg: LatentsConfig, diffusion: DiffusionConfig) -> dict:
     out, features_dir = absolute(cfg.out_dir), absolute(cfg.features_dir)
     features_params = json.loads((features_dir / "config.json").read_text())
     vae_dir = absolute(cfg.vae_dir)
-    recipe = {"latents": asdict(cfg) | {"use_gpu": None}, "resolution": diffusion.resolution,
+    # neither the device nor the batch changes the latents (the same bytes for 16 and 64 frames)
+    recipe = {"latents": asdict(cfg) | {"use_gpu": None, "batch_size": None},
+              "resolution": diffusion.resolution,
               "vae": _version(vae_dir / "diffusion_pytorch_model.safetensors"),
               "features": _version(features_dir / "index.parquet")}
     if keep_only_if_made_by(out, recipe):

@@ -53,7 +53,8 @@ def new_denoiser(cfg: DiffusionConfig, fps: float = 25.0) -> Denoiser:
              "n_tokens": cfg.audio.n_tokens}
     denoiser = Denoiser(unet_config=unet_config(cfg), motion_config=None,
                         kps_guider_channels=list(cfg.kps_guider_channels), audio_config=audio,
-                        style_config=asdict(cfg.style), reference_input=cfg.reference_input)
+                        style_config=asdict(cfg.style), reference_input=cfg.reference_input,
+                        reference_input_hole=cfg.reference_input_hole)
     if cfg.unet.pretrained:
         load_sd_unet(denoiser, cfg)
     for attn in spatial_attentions(denoiser.unet, "attn2").values():  # audio starts silent

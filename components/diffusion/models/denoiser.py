@@ -14,9 +14,11 @@ the reference latents to the noisy ones written as a second conv: conv_in([x; r]
 input channels zero-initialised equals conv_in(x) + reference_in(r), so SD's conv_in keeps its
 pretrained weights untouched. Attention alone copies colours loosely: a held-out background came
 out 24 (0-255) off where the VAE's floor is 13.5, 14 with this input (the second embedded
-dataset; `benchmarks/reference_path.md`). It is off by default: the reference, aligned pixel for
-pixel, also carries its expression, and stage 3's style (trained on other-emotion references)
-then moved the expression away from the target.
+dataset; `benchmarks/reference_path.md`). The reference, aligned pixel for pixel, also carries
+its expression, and stage 3's style (trained on other-emotion references) then moved the
+expression away from the target; `reference_input_hole` zeroes a box of the reference latents
+(the inner face, in the generator's face-centred crop) so that only the background, hair and
+clothes enter this way, the face through attention as without the input.
 
 Stage 1 trains an image model (`UNet2DConditionModel`, `motion_config` None: frames are
 denoised one by one); `add_motion` turns it into the video model (`UNetMotionModel`).
@@ -68,13 +70,26 @@ def added_to_conv_in(unet: nn.Module, features: Tensor) -> Iterator[None]:
         handle.remove()
 
 
+def outside_box(size: tuple[int, int], box: list[float], device: torch.device,
+                dtype: torch.dtype) -> Tensor:
+    """(h, w) mask: 0 inside `box` ([x0, y0, x1, y1], fractions of the frame's width and height;
+    a cell is inside when its centre is), 1 elsewhere."""
+    h, w = size
+    ys = (torch.arange(h, device=device) + 0.5) / h
+    xs = (torch.arange(w, device=device) + 0.5) / w
+    x0, y0, x1, y1 = box
+    inside = ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
+    return (~inside).to(dtype)
+
+
 class Denoiser(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, unet_config: dict, motion_config: dict | None,
                  kps_guider_channels: list[int], audio_config: dict, style_config: dict,
-                 reference_input: bool = False):
+                 reference_input: bool = False,
+                 reference_input_hole: list[float] | None = None):
         super().__init__()
         spatial = UNet2DConditionModel(**unet_config)
         self.reference_net = copy.deepcopy(spatial)  # both start as the same UNet, as both
@@ -154,6 +169,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         if self.reference_in is None:
             return features
         latents = reference[REFERENCE_LATENTS].repeat_interleave(frames, dim=0).to(dtype)
+        hole = self.config.get("reference_input_hole")
+        if hole:
+            latents = latents * outside_box(latents.shape[-2:], hole, latents.device, dtype)
         return features + self.reference_in(latents) * keep.to(dtype)[:, None, None, None]
 
     def _kps_features(self, images: Tensor, keep: Tensor) -> Tensor:
